@@ -31,10 +31,6 @@ pub const PREFIX_LEN: usize = 8;
 /// Default maximum frame body size: 16 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 << 20;
 
-/// A decoder holding more idle capacity than this returns it to the allocator
-/// once its buffer is drained, so that idle links stay small.
-const IDLE_CAPACITY: usize = 16 << 10;
-
 /// Limits applied to every received frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecoderConfig {
@@ -161,7 +157,7 @@ impl std::error::Error for DecodeError {}
 /// error every later `poll_frame` returns [`DecodeError::Failed`].
 ///
 /// Memory: the buffer holds at most one incomplete frame plus the bytes of the
-/// last `handle_bytes` call, and shrinks back once drained.
+/// last `handle_bytes` call; [`release_idle`](Self::release_idle) frees it.
 #[derive(Debug)]
 pub struct FrameDecoder {
     config: DecoderConfig,
@@ -215,11 +211,22 @@ impl FrameDecoder {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_CAPACITY && data.len() <= IDLE_CAPACITY
-        {
-            self.buf = Vec::new();
-        }
         self.buf.extend_from_slice(data);
+    }
+
+    /// Returns the buffer's memory to the allocator when it holds no partial
+    /// frame. A busy link keeps its buffer from frame to frame; the session
+    /// calls this when the link goes quiet (on its keepalive tick) so that
+    /// idle links stay small. Returns the bytes released.
+    pub fn release_idle(&mut self) -> usize {
+        self.consume_handed_out();
+        if self.start < self.buf.len() {
+            return 0;
+        }
+        let released = self.buf.capacity();
+        self.buf = Vec::new();
+        self.start = 0;
+        released
     }
 
     /// Bytes received but not yet handed out as frames.
@@ -361,36 +368,24 @@ mod tests {
     }
 
     #[test]
-    fn drained_decoder_returns_large_buffers() {
+    fn idle_decoder_releases_its_buffer_but_never_a_partial_frame() {
         let mut d = FrameDecoder::default();
         let mut big = Vec::new();
-        let mut enc = FrameEncoder::default();
         let content = vec![7u8; 200_000];
         let m = crate::MessageRef {
             content: &content,
             ..Default::default()
         };
-        enc.batch([m], &mut big).unwrap();
-        d.handle_bytes(&big);
-        assert_eq!(
-            d.poll_frame()
-                .unwrap()
-                .unwrap()
-                .messages()
-                .next()
-                .unwrap()
-                .content
-                .len(),
-            200_000
-        );
+        FrameEncoder::default().batch([m], &mut big).unwrap();
+        d.handle_bytes(&big[..1000]);
+        assert_eq!(d.release_idle(), 0, "a partial frame is kept");
+        d.handle_bytes(&big[1000..]);
+        let frame = d.poll_frame().unwrap().unwrap();
+        assert_eq!(frame.messages().next().unwrap().content.len(), 200_000);
         assert!(d.poll_frame().unwrap().is_none());
-        let small = ack_frame(1);
-        d.handle_bytes(&small);
-        assert!(
-            d.capacity() <= IDLE_CAPACITY,
-            "still holds {} bytes",
-            d.capacity()
-        );
+        assert!(d.release_idle() >= big.len());
+        assert_eq!(d.capacity(), 0);
+        d.handle_bytes(&ack_frame(1));
         assert!(matches!(d.poll_frame().unwrap(), Some(FrameView::Ack(_))));
     }
 
