@@ -9,5 +9,10 @@
 //! It must never depend on an async runtime (glommio, monoio, tokio), open a
 //! socket or file, or read a clock; CI checks the runtime rule.
 
+pub mod queue;
+pub mod shard;
+
+pub use shard::shard_of;
+
 /// Version of the link protocol spoken in `Hello` and `Welcome`.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,285 @@
+//! The per-node downstream queue, coalesced by object.
+//!
+//! A [`NodeQueue`] holds the messages waiting to enter a node's send window,
+//! at most one per object ([`ObjectKey`]): a newer version of an object
+//! replaces the pending one, so a node that is offline for a week costs memory
+//! for its objects, not for their history. The queue's bytes are bounded by a
+//! budget; going over it drops everything and asks the application for a
+//! full resync instead of growing.
+//!
+//! Call order: the application [`push`](NodeQueue::push)es messages as they
+//! are produced; the session [`pop_front`](NodeQueue::pop_front)s them into
+//! its send window while the window has room, and reports each object version
+//! the node durably committed with [`acknowledged`](NodeQueue::acknowledged).
+//! After [`PushOutcome::Overflow`] the application calls
+//! [`resync_started`](NodeQueue::resync_started) and pushes a full snapshot.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, VecDeque};
+
+use schema::Message;
+use schema::records::ObjectKey;
+
+/// Route operation of a message that deletes its object.
+pub const DELETE_OPERATION: &str = "delete";
+
+/// Bytes charged for each pending entry on top of
+/// [`MessageRef::payload_len`](schema::MessageRef::payload_len).
+///
+/// It is an upper estimate, on 64-bit targets, of the fixed-size memory one
+/// entry occupies: the [`Message`] struct with the entry's bookkeeping, the
+/// two copies of the [`ObjectKey`] struct (one in the map, one in the FIFO)
+/// and the hash table's slack; a compile-time check keeps it honest. The
+/// key's own strings are not charged: they repeat names the route's
+/// `resource` already carries, which `payload_len` counts.
+pub const ENTRY_OVERHEAD: usize = 512;
+
+const _: () = assert!(
+    size_of::<Pending>() + 2 * size_of::<ObjectKey>() + 16 <= ENTRY_OVERHEAD,
+    "ENTRY_OVERHEAD no longer covers an entry's fixed-size memory"
+);
+
+/// What [`NodeQueue::push`] did with a message.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Nothing was pending for the key: the message joined the back.
+    Queued,
+    /// The message superseded the pending one of its key, which is dropped;
+    /// the key keeps its place in the FIFO.
+    Replaced {
+        /// resourceVersion of the dropped message.
+        previous: u64,
+    },
+    /// The message was dropped: the pending or acknowledged version of its
+    /// key is at least as new.
+    Stale {
+        /// The pending or acknowledged version that made it stale.
+        known: u64,
+    },
+    /// The message was dropped because the queue is over its byte budget or
+    /// already waiting for a resync; see [`NodeQueue::needs_resync`].
+    Overflow {
+        /// Pending entries released by this push (0 when the queue was
+        /// already waiting for a resync).
+        released: usize,
+    },
+}
+
+/// A pending message and what the queue needs to know about it.
+#[derive(Debug)]
+struct Pending {
+    message: Message,
+    resource_version: u64,
+    delete: bool,
+    /// Bytes charged for this entry, see [`NodeQueue::cost_of`].
+    cost: usize,
+}
+
+/// The downstream queue of one node: FIFO across objects, at most one pending
+/// message per object, bounded in bytes.
+///
+/// Version rules, for a message of resourceVersion `rv` and a key whose
+/// pending or acknowledged version is `known`:
+///
+/// - `rv == 0` means unversioned: it always replaces, and is never stale;
+/// - an update is stale unless `rv > known`;
+/// - a delete is stale unless `rv >= known`: it wins ties, because a delete
+///   usually carries the last version of the object, which may be exactly
+///   the update pending or acknowledged before it.
+///
+/// A replacing message takes over the pending entry's place in the FIFO
+/// rather than going to the back, so an object updated faster than the link
+/// drains is still sent, with its newest version, when its turn comes.
+///
+/// Acknowledged versions are kept per key (one small entry per object the
+/// node holds, outside the byte budget) until [`forget`](Self::forget).
+///
+/// Output is deterministic: the hash maps are only looked up, never iterated,
+/// so their random seed cannot change the order of anything popped.
+#[derive(Debug)]
+pub struct NodeQueue {
+    budget: usize,
+    bytes: usize,
+    needs_resync: bool,
+    /// Invariant: holds exactly the keys of `order`.
+    pending: HashMap<ObjectKey, Pending>,
+    /// Keys with a pending message, each once, oldest first.
+    order: VecDeque<ObjectKey>,
+    acked: HashMap<ObjectKey, u64>,
+}
+
+/// Whether a message of version `rv` is no newer than `known` under the rules
+/// documented on [`NodeQueue`].
+fn is_stale(rv: u64, delete: bool, known: u64) -> bool {
+    rv != 0 && if delete { rv < known } else { rv <= known }
+}
+
+impl NodeQueue {
+    /// An empty queue that holds at most `budget` bytes, counted by
+    /// [`cost_of`](Self::cost_of).
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            bytes: 0,
+            needs_resync: false,
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            acked: HashMap::new(),
+        }
+    }
+
+    /// Bytes a message is charged while pending: its payload plus
+    /// [`ENTRY_OVERHEAD`].
+    pub fn cost_of(message: &Message) -> usize {
+        message.as_ref().payload_len() + ENTRY_OVERHEAD
+    }
+
+    /// Queues `message` for the object `key`, coalescing with the message
+    /// pending for it; see the type's documentation for the version rules.
+    ///
+    /// If the queue would go over its budget, it releases every pending
+    /// entry, sets [`needs_resync`](Self::needs_resync) and returns
+    /// [`PushOutcome::Overflow`]; so do all pushes until
+    /// [`resync_started`](Self::resync_started).
+    pub fn push(&mut self, key: ObjectKey, message: Message) -> PushOutcome {
+        if self.needs_resync {
+            return PushOutcome::Overflow { released: 0 };
+        }
+        let rv = message.header.resource_version;
+        let delete = message.route.operation == DELETE_OPERATION;
+        if let Some(&known) = self.acked.get(&key)
+            && is_stale(rv, delete, known)
+        {
+            return PushOutcome::Stale { known };
+        }
+        let previous = self.pending.get(&key);
+        if let Some(p) = previous
+            && is_stale(rv, delete, p.resource_version)
+        {
+            return PushOutcome::Stale {
+                known: p.resource_version,
+            };
+        }
+        let cost = Self::cost_of(&message);
+        let freed = previous.map_or(0, |p| p.cost);
+        let bytes = self.bytes.saturating_sub(freed).saturating_add(cost);
+        if bytes > self.budget {
+            let released = self.pending.len();
+            self.release_all();
+            self.needs_resync = true;
+            return PushOutcome::Overflow { released };
+        }
+        self.bytes = bytes;
+        let entry = Pending {
+            message,
+            resource_version: rv,
+            delete,
+            cost,
+        };
+        match self.pending.entry(key) {
+            MapEntry::Occupied(mut slot) => PushOutcome::Replaced {
+                previous: slot.insert(entry).resource_version,
+            },
+            MapEntry::Vacant(slot) => {
+                self.order.push_back(slot.key().clone());
+                slot.insert(entry);
+                PushOutcome::Queued
+            }
+        }
+    }
+
+    /// Takes the oldest pending message, or `None` when nothing is pending.
+    pub fn pop_front(&mut self) -> Option<Message> {
+        self.pop_front_with_key().map(|(_, message)| message)
+    }
+
+    /// Takes the oldest pending message with its key, which the session
+    /// keeps to report [`acknowledged`](Self::acknowledged) later.
+    ///
+    /// Entries that became stale while pending, because the node meanwhile
+    /// acknowledged a version at least as new, are discarded on the way.
+    pub fn pop_front_with_key(&mut self) -> Option<(ObjectKey, Message)> {
+        while let Some(key) = self.order.pop_front() {
+            let Some(entry) = self.pending.remove(&key) else {
+                continue;
+            };
+            self.bytes = self.bytes.saturating_sub(entry.cost);
+            if let Some(&known) = self.acked.get(&key)
+                && is_stale(entry.resource_version, entry.delete, known)
+            {
+                continue;
+            }
+            return Some((key, entry.message));
+        }
+        None
+    }
+
+    /// Records that the node durably committed version `rv` of `key`; later
+    /// messages for `key` must be newer to be queued. Version 0 records
+    /// nothing, and the recorded version never goes down.
+    pub fn acknowledged(&mut self, key: &ObjectKey, rv: u64) {
+        if rv == 0 {
+            return;
+        }
+        match self.acked.get_mut(key) {
+            Some(known) => *known = (*known).max(rv),
+            None => {
+                self.acked.insert(key.clone(), rv);
+            }
+        }
+    }
+
+    /// Drops the acknowledged version of `key`, typically once the node has
+    /// acknowledged its deletion, so the map stays as large as the node's
+    /// set of objects.
+    pub fn forget(&mut self, key: &ObjectKey) {
+        self.acked.remove(key);
+    }
+
+    /// Clears [`needs_resync`](Self::needs_resync) so pushes are accepted
+    /// again. The application calls it right before pushing a full snapshot
+    /// of the node's objects. Acknowledged versions are kept, so snapshot
+    /// entries the node already committed come back as
+    /// [`PushOutcome::Stale`] and cost nothing.
+    pub fn resync_started(&mut self) {
+        self.needs_resync = false;
+    }
+
+    /// Whether the queue overflowed and refuses pushes until
+    /// [`resync_started`](Self::resync_started).
+    pub fn needs_resync(&self) -> bool {
+        self.needs_resync
+    }
+
+    /// Number of pending entries. Entries acknowledged while pending count
+    /// until [`pop_front`](Self::pop_front) discards them.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Bytes charged for the pending entries; never above the budget.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The byte budget given to [`new`](Self::new).
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Drops every pending entry and gives their memory back.
+    fn release_all(&mut self) {
+        self.pending = HashMap::new();
+        self.order = VecDeque::new();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests;
