@@ -9,7 +9,12 @@
 //! It must never depend on an async runtime (glommio, monoio, tokio), open a
 //! socket or file, or read a clock; CI checks the runtime rule.
 
+pub mod backoff;
+pub mod hub;
+pub mod link;
+pub mod protocol;
 pub mod queue;
+pub mod ratelimit;
 pub mod shard;
 
 pub use shard::shard_of;
