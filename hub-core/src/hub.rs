@@ -1,1 +1,717 @@
-//! (being written)
+//! The cloud end of the link: one [`Hub`] per shard, holding the connections
+//! and the [`NodeState`] of every node that hashes to the shard.
+//!
+//! Call order, from the glue's loop:
+//! 1. [`Hub::handle_connect`] when a connection's TLS handshake is done (with
+//!    the identity its client certificate proves);
+//! 2. [`Hub::handle_bytes`] with whatever a connection received,
+//!    [`Hub::handle_disconnect`] when it was lost;
+//! 3. [`Hub::handle_downstream`] for each message the control side sends a
+//!    node, [`Hub::handle_upstream_committed`] once the control side took
+//!    over upstream messages;
+//! 4. [`Hub::handle_timeout`] when the instant from [`Hub::poll_timeout`]
+//!    has come;
+//! 5. then drain [`Hub::poll_transmit`] (write the bytes; close the
+//!    connection when told) and [`Hub::poll_event`].
+//!
+//! The rules it follows are in [`crate::protocol`].
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use schema::codec::{DecodeError, DecoderConfig};
+use schema::fb::CloseReason;
+use schema::frames::{Close, Welcome};
+use schema::records::ObjectKey;
+use schema::{FrameDecoder, FrameEncoder, FrameView, Message, MessageRef};
+
+use crate::PROTOCOL_VERSION;
+use crate::node::{Delivered, NodeState};
+use crate::protocol::{CAPABILITIES, Millis, Transmit};
+use crate::queue::PushOutcome;
+
+/// Identifies a connection; chosen by the glue, unique while it is open.
+pub type ConnId = u64;
+
+/// Settings of a hub, named after KubeEdge's cloudhub options where they mean
+/// the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Most nodes connected at once (`nodeLimit`). Default 1,000.
+    pub node_limit: usize,
+    /// Downstream messages in flight per node. Default 256.
+    pub window: u32,
+    /// Upstream messages a node may have in flight, sent in `Welcome`.
+    /// Default 256.
+    pub upstream_window: u32,
+    /// Idle time after which a keepalive is sent (`keepaliveInterval`).
+    /// Default 15 s.
+    pub keepalive_interval_ms: Millis,
+    /// Silent keepalive intervals after which a link is closed. Default 3.
+    pub missed_keepalives: u32,
+    /// Time a connection has to send `Hello`. Default 10 s.
+    pub handshake_timeout_ms: Millis,
+    /// Time without an ack after which the window is sent again. Default 10 s.
+    pub retransmit_timeout_ms: Millis,
+    /// Largest frame received or sent. Default 16 MiB.
+    pub max_frame_bytes: u32,
+    /// Largest `Batch` built when sending. Default 256 KiB.
+    pub max_batch_bytes: u32,
+    /// Bytes a node's queue may hold before it is released and the node
+    /// marked for a full resync. Default 8 MiB.
+    pub queue_budget_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            node_limit: 1_000,
+            window: 256,
+            upstream_window: 256,
+            keepalive_interval_ms: 15_000,
+            missed_keepalives: 3,
+            handshake_timeout_ms: 10_000,
+            retransmit_timeout_ms: 10_000,
+            max_frame_bytes: schema::codec::DEFAULT_MAX_FRAME_BYTES,
+            max_batch_bytes: 256 << 10,
+            queue_budget_bytes: 8 << 20,
+        }
+    }
+}
+
+/// What happened on the hub, for the control side and for metrics.
+// Events are drained as they are produced; boxing `Upstream`'s message would
+// cost an allocation per upstream message for no saving.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    /// A node completed its handshake on `conn`.
+    Connected { node: Arc<str>, conn: ConnId },
+    /// A connection ended; `reason` is `None` when the transport was lost
+    /// without a `Close`. `node` is `None` before the handshake.
+    Disconnected {
+        node: Option<Arc<str>>,
+        conn: ConnId,
+        reason: Option<CloseReason>,
+    },
+    /// A node sent a message upstream (duplicates already removed).
+    Upstream { node: Arc<str>, message: Message },
+    /// A node durably committed these object versions.
+    Delivered {
+        node: Arc<str>,
+        objects: Vec<Delivered>,
+    },
+    /// A node's queue overflowed its budget, or the node lost data it had
+    /// acknowledged: the control side must send it a full snapshot.
+    ResyncNeeded { node: Arc<str> },
+}
+
+/// Why [`Hub::handle_downstream`] refused a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownstreamError {
+    /// The message alone would not fit in a frame.
+    TooLarge { bytes: usize, max: u32 },
+}
+
+impl std::fmt::Display for DownstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { bytes, max } => {
+                write!(
+                    f,
+                    "message of {bytes} bytes exceeds the frame limit of {max}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for DownstreamError {}
+
+/// Bytes a message may take in a batch besides its strings and content.
+const MESSAGE_OVERHEAD: usize = 256;
+
+#[derive(Debug)]
+enum ConnState {
+    Handshaking { deadline: Millis },
+    Open { node: Arc<str> },
+    Closing,
+}
+
+#[derive(Debug)]
+struct Conn {
+    identity: Option<String>,
+    state: ConnState,
+    decoder: FrameDecoder,
+    out: Vec<u8>,
+    close_after: bool,
+    dirty: bool,
+    last_rx: Millis,
+    last_tx: Millis,
+}
+
+/// The cloud end of the link for the nodes of one shard.
+#[derive(Debug)]
+pub struct Hub {
+    config: HubConfig,
+    nodes: HashMap<Arc<str>, NodeState>,
+    conns: HashMap<ConnId, Conn>,
+    connected: usize,
+    dirty: VecDeque<ConnId>,
+    events: VecDeque<HubEvent>,
+    encoder: FrameEncoder,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Self {
+        Self {
+            encoder: FrameEncoder::new(config.max_frame_bytes),
+            config,
+            nodes: HashMap::new(),
+            conns: HashMap::new(),
+            connected: 0,
+            dirty: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Nodes with an open, handshaken connection.
+    pub fn connected(&self) -> usize {
+        self.connected
+    }
+
+    /// Messages queued and in flight for `node`.
+    pub fn depth(&self, node: &str) -> Option<(usize, usize)> {
+        self.nodes.get(node).map(NodeState::depth)
+    }
+
+    /// A connection is ready; `identity` is the node id its client
+    /// certificate proves (`None` on the benchmark-only plaintext port, where
+    /// `Hello` is trusted).
+    pub fn handle_connect(&mut self, conn: ConnId, identity: Option<&str>, now: Millis) {
+        let decoder = FrameDecoder::new(DecoderConfig {
+            max_frame_bytes: self.config.max_frame_bytes,
+            ..DecoderConfig::default()
+        });
+        let deadline = now + self.config.handshake_timeout_ms;
+        let c = Conn {
+            identity: identity.map(str::to_owned),
+            state: ConnState::Handshaking { deadline },
+            decoder,
+            out: Vec::new(),
+            close_after: false,
+            dirty: false,
+            last_rx: now,
+            last_tx: now,
+        };
+        if self.conns.insert(conn, c).is_some() {
+            // The glue reused a live id: the old connection is gone.
+            self.detach(conn, None);
+        }
+    }
+
+    /// Bytes arrived on `conn`.
+    pub fn handle_bytes(&mut self, conn: ConnId, bytes: &[u8], now: Millis) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if matches!(c.state, ConnState::Closing) {
+            return;
+        }
+        c.last_rx = now;
+        c.decoder.handle_bytes(bytes);
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let action = match c.decoder.poll_frame() {
+                Ok(None) => return,
+                Ok(Some(frame)) => Action::from_frame(&frame),
+                Err(DecodeError::FrameTooLarge { len, max }) => Action::Close(
+                    CloseReason::FrameTooLarge,
+                    format!("frame of {len} bytes over the limit of {max}"),
+                ),
+                Err(e) => Action::Close(CloseReason::ProtocolError, e.to_string()),
+            };
+            if !self.act(conn, action, now) {
+                return;
+            }
+        }
+    }
+
+    /// The transport of `conn` was lost.
+    pub fn handle_disconnect(&mut self, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.detach(conn, None);
+            self.conns.remove(&conn);
+        }
+    }
+
+    /// Queues `message` for `node`, coalesced by `key`.
+    pub fn handle_downstream(
+        &mut self,
+        node: &str,
+        key: ObjectKey,
+        message: Message,
+    ) -> Result<PushOutcome, DownstreamError> {
+        let bytes = message.as_ref().payload_len() + MESSAGE_OVERHEAD;
+        if bytes > self.config.max_frame_bytes as usize {
+            return Err(DownstreamError::TooLarge {
+                bytes,
+                max: self.config.max_frame_bytes,
+            });
+        }
+        let state = self.node_mut(node);
+        let was_resync = state.needs_resync();
+        let outcome = state.push(key, message);
+        let (conn, id) = (state.conn, state.id.clone());
+        if matches!(outcome, PushOutcome::Overflow { .. }) && !was_resync {
+            self.events.push_back(HubEvent::ResyncNeeded { node: id });
+        }
+        if let Some(conn) = conn {
+            self.mark_dirty(conn);
+        }
+        Ok(outcome)
+    }
+
+    /// Sends `message` to `node` now if it is connected, at most once.
+    /// Returns false if it was dropped.
+    pub fn handle_best_effort(&mut self, node: &str, message: Message) -> bool {
+        let Some(state) = self.nodes.get_mut(node) else {
+            return false;
+        };
+        let Some(conn) = state.conn else {
+            return false;
+        };
+        let queued = state.push_best_effort(message);
+        self.mark_dirty(conn);
+        queued
+    }
+
+    /// The control side is about to send `node` a full snapshot.
+    pub fn handle_resync_started(&mut self, node: &str) {
+        if let Some(state) = self.nodes.get_mut(node) {
+            state.resync_started();
+        }
+    }
+
+    /// The control side took over `node`'s upstream messages up to `seq`.
+    pub fn handle_upstream_committed(&mut self, node: &str, seq: u64) {
+        let Some(state) = self.nodes.get_mut(node) else {
+            return;
+        };
+        state.upstream_committed = state.upstream_committed.max(seq.min(state.upstream_seq));
+        if let Some(conn) = state.conn {
+            self.mark_dirty(conn);
+        }
+    }
+
+    /// Closes `conn` with `reason` on the glue's behalf (e.g. `Overloaded`).
+    pub fn handle_close(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        text: &str,
+        retry_after_ms: u32,
+    ) {
+        if self.conns.contains_key(&conn) {
+            self.close(conn, reason, text, retry_after_ms);
+        }
+    }
+
+    /// Graceful shutdown: every connection is told `ShuttingDown` and to come
+    /// back after `retry_after_ms`.
+    pub fn handle_shutdown(&mut self, retry_after_ms: u32) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close(
+                id,
+                CloseReason::ShuttingDown,
+                "the hub is shutting down",
+                retry_after_ms,
+            );
+        }
+    }
+
+    /// Timers: handshake and read deadlines, keepalives, retransmission.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let cfg = &self.config;
+        let read_deadline = cfg.keepalive_interval_ms * Millis::from(cfg.missed_keepalives);
+        let mut closing = Vec::new();
+        let mut dirty = Vec::new();
+        for (&id, c) in &self.conns {
+            match &c.state {
+                ConnState::Handshaking { deadline } if now >= *deadline => {
+                    closing.push((id, CloseReason::HandshakeTimeout, "no Hello in time"));
+                }
+                ConnState::Open { node } => {
+                    if now >= c.last_rx + read_deadline {
+                        closing.push((id, CloseReason::Timeout, "no keepalive from the node"));
+                    } else if now >= c.last_tx + cfg.keepalive_interval_ms {
+                        dirty.push(id);
+                    }
+                    if let Some(state) = self.nodes.get(node)
+                        && state.retransmit_at.is_some_and(|at| now >= at)
+                    {
+                        dirty.push(id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (id, reason, text) in closing {
+            self.close(id, reason, text, 0);
+        }
+        for id in dirty {
+            self.retransmit_due(id, now);
+            self.mark_dirty(id);
+        }
+    }
+
+    /// The earliest instant [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let cfg = &self.config;
+        let read_deadline = cfg.keepalive_interval_ms * Millis::from(cfg.missed_keepalives);
+        self.conns
+            .values()
+            .filter_map(|c| match &c.state {
+                ConnState::Handshaking { deadline } => Some(*deadline),
+                ConnState::Open { node } => {
+                    let retransmit = self.nodes.get(node).and_then(|s| s.retransmit_at);
+                    let keepalive =
+                        (c.last_tx + cfg.keepalive_interval_ms).min(c.last_rx + read_deadline);
+                    Some(retransmit.map_or(keepalive, |r| r.min(keepalive)))
+                }
+                ConnState::Closing => None,
+            })
+            .min()
+    }
+
+    /// Bytes to write to a connection, one connection per call.
+    pub fn poll_transmit(&mut self, now: Millis) -> Option<(ConnId, Transmit)> {
+        while let Some(id) = self.dirty.pop_front() {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            c.dirty = false;
+            if let ConnState::Open { node } = &c.state
+                && let Some(state) = self.nodes.get_mut(node)
+            {
+                if state.upstream_committed > state.upstream_acked {
+                    state.upstream_acked = state.upstream_committed;
+                    let _ = self.encoder.ack(state.upstream_acked, &mut c.out);
+                }
+                state.fill(
+                    &mut self.encoder,
+                    self.config.window as usize,
+                    self.config.max_batch_bytes as usize,
+                    self.config.retransmit_timeout_ms,
+                    now,
+                    &mut c.out,
+                );
+                if c.out.is_empty() && now >= c.last_tx + self.config.keepalive_interval_ms {
+                    let _ = self.encoder.keepalive(now, &mut c.out);
+                }
+            }
+            if c.out.is_empty() && !c.close_after {
+                continue;
+            }
+            c.last_tx = now;
+            let transmit = Transmit {
+                bytes: std::mem::take(&mut c.out),
+                close: c.close_after,
+            };
+            if transmit.close {
+                self.conns.remove(&id);
+            }
+            return Some((id, transmit));
+        }
+        None
+    }
+
+    pub fn poll_event(&mut self) -> Option<HubEvent> {
+        self.events.pop_front()
+    }
+
+    fn node_mut(&mut self, node: &str) -> &mut NodeState {
+        let budget = self.config.queue_budget_bytes;
+        match self.nodes.entry(Arc::from(node)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let id = e.key().clone();
+                e.insert(NodeState::new(id, budget))
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push_back(conn);
+        }
+    }
+
+    fn retransmit_due(&mut self, conn: ConnId, now: Millis) {
+        if let Some(ConnState::Open { node }) = self.conns.get(&conn).map(|c| &c.state)
+            && let Some(state) = self.nodes.get_mut(node)
+            && state.retransmit_at.is_some_and(|at| now >= at)
+        {
+            state.retransmit();
+        }
+    }
+
+    /// Carries out what a received frame asks for. Returns false when the
+    /// connection is closed and decoding must stop.
+    fn act(&mut self, conn: ConnId, action: Action, now: Millis) -> bool {
+        let (state, identity) = match self.conns.get(&conn) {
+            Some(c) => (&c.state, c.identity.as_deref()),
+            None => return false,
+        };
+        let node = match state {
+            ConnState::Open { node } => Some(node.clone()),
+            _ => None,
+        };
+        match (action, node) {
+            (
+                Action::Hello {
+                    node_id,
+                    version,
+                    resume_seq,
+                },
+                None,
+            ) => {
+                if identity.is_some_and(|id| id != node_id) || node_id.is_empty() {
+                    let text = format!("certificate is not for node {node_id:?}");
+                    return self.close(conn, CloseReason::Unauthorized, &text, 0);
+                }
+                if version != PROTOCOL_VERSION {
+                    let text = format!("protocol version {version} is not {PROTOCOL_VERSION}");
+                    return self.close(conn, CloseReason::VersionMismatch, &text, 0);
+                }
+                self.open(conn, &node_id, resume_seq, now)
+            }
+            (Action::Batch(messages), Some(node)) => {
+                let Some(state) = self.nodes.get_mut(&node) else {
+                    return true;
+                };
+                for message in messages {
+                    let seq = message.header.seq;
+                    if seq == 0 || message.header.best_effort {
+                        self.events.push_back(HubEvent::Upstream {
+                            node: node.clone(),
+                            message,
+                        });
+                    } else if seq > state.upstream_seq {
+                        state.upstream_seq = seq;
+                        self.events.push_back(HubEvent::Upstream {
+                            node: node.clone(),
+                            message,
+                        });
+                    }
+                }
+                true
+            }
+            (Action::Ack(seq), Some(node)) => {
+                let Some(state) = self.nodes.get_mut(&node) else {
+                    return true;
+                };
+                let mut delivered = Vec::new();
+                if !state.ack(seq, &mut delivered) {
+                    let text = format!("ack {seq} for a message never sent");
+                    return self.close(conn, CloseReason::ProtocolError, &text, 0);
+                }
+                self.report_delivered(&node, delivered);
+                self.mark_dirty(conn);
+                true
+            }
+            (Action::Keepalive, Some(_)) => true,
+            (Action::PeerClose(reason), _) => {
+                // The peer ends the connection: answer nothing, just close.
+                self.detach(conn, Some(reason));
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.state = ConnState::Closing;
+                    c.close_after = true;
+                }
+                self.mark_dirty(conn);
+                false
+            }
+            (Action::Close(reason, text), _) => self.close(conn, reason, &text, 0),
+            (other, _) => {
+                let text = format!("unexpected {} frame", other.name());
+                self.close(conn, CloseReason::ProtocolError, &text, 0)
+            }
+        }
+    }
+
+    /// Completes the handshake of `conn` for `node_id`.
+    fn open(&mut self, conn: ConnId, node_id: &str, resume_seq: u64, now: Millis) -> bool {
+        let previous = self.nodes.get(node_id).and_then(|s| s.conn);
+        if previous.is_none() && self.connected >= self.config.node_limit {
+            let text = format!("node limit of {} reached", self.config.node_limit);
+            return self.close(conn, CloseReason::NodeLimit, &text, 30_000);
+        }
+        if let Some(old) = previous {
+            self.close(
+                old,
+                CloseReason::Replaced,
+                "a newer connection replaced this one",
+                0,
+            );
+        }
+        let state = self.node_mut(node_id);
+        let mut delivered = Vec::new();
+        let intact = state.resume(resume_seq, &mut delivered);
+        state.conn = Some(conn);
+        let node = state.id.clone();
+        let welcome_resume = state.upstream_committed;
+        state.upstream_acked = welcome_resume;
+        self.connected += 1;
+        if !intact {
+            self.events
+                .push_back(HubEvent::ResyncNeeded { node: node.clone() });
+        }
+        self.report_delivered(&node, delivered);
+        self.events.push_back(HubEvent::Connected {
+            node: node.clone(),
+            conn,
+        });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Open { node };
+            let welcome = Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                resume_seq: welcome_resume,
+                keepalive_interval_ms: u32::try_from(self.config.keepalive_interval_ms)
+                    .unwrap_or(u32::MAX),
+                max_frame_bytes: self.config.max_frame_bytes,
+                window: self.config.upstream_window,
+                capabilities: CAPABILITIES,
+            };
+            let _ = self.encoder.welcome(&welcome, &mut c.out);
+            c.last_tx = now;
+        }
+        self.mark_dirty(conn);
+        true
+    }
+
+    fn report_delivered(&mut self, node: &Arc<str>, objects: Vec<Delivered>) {
+        if !objects.is_empty() {
+            self.events.push_back(HubEvent::Delivered {
+                node: node.clone(),
+                objects,
+            });
+        }
+    }
+
+    /// Sends `Close` on `conn` and ends it. Always returns false.
+    fn close(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        text: &str,
+        retry_after_ms: u32,
+    ) -> bool {
+        if !matches!(
+            self.conns.get(&conn).map(|c| &c.state),
+            Some(ConnState::Handshaking { .. } | ConnState::Open { .. })
+        ) {
+            return false;
+        }
+        self.detach(conn, Some(reason));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let close = Close {
+                reason,
+                text,
+                retry_after_ms,
+            };
+            let _ = self.encoder.close(&close, &mut c.out);
+            c.state = ConnState::Closing;
+            c.close_after = true;
+        }
+        self.mark_dirty(conn);
+        false
+    }
+
+    /// Unbinds `conn` from its node and reports the end of the connection.
+    fn detach(&mut self, conn: ConnId, reason: Option<CloseReason>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let node = match std::mem::replace(&mut c.state, ConnState::Closing) {
+            ConnState::Open { node } => Some(node),
+            ConnState::Handshaking { .. } => None,
+            ConnState::Closing => return,
+        };
+        if let Some(node) = &node
+            && let Some(state) = self.nodes.get_mut(node)
+            && state.conn == Some(conn)
+        {
+            state.conn = None;
+            self.connected -= 1;
+        }
+        self.events
+            .push_back(HubEvent::Disconnected { node, conn, reason });
+    }
+}
+
+/// A received frame, reduced to what the hub acts on (owned, so that the
+/// decoder's borrow ends before the hub changes state).
+#[derive(Debug)]
+enum Action {
+    Hello {
+        node_id: String,
+        version: u16,
+        resume_seq: u64,
+    },
+    Batch(Vec<Message>),
+    Ack(u64),
+    Keepalive,
+    /// The peer closed with this reason.
+    PeerClose(CloseReason),
+    /// Close the connection with this reason.
+    Close(CloseReason, String),
+    Unexpected(&'static str),
+}
+
+impl Action {
+    fn from_frame(frame: &FrameView<'_>) -> Self {
+        match frame {
+            FrameView::Hello(h) => Self::Hello {
+                node_id: h.node_id().unwrap_or_default().to_owned(),
+                version: h.protocol_version(),
+                resume_seq: h.resume_seq(),
+            },
+            FrameView::Batch(_) => Self::Batch(
+                frame
+                    .messages()
+                    .map(|m: MessageRef<'_>| m.to_owned())
+                    .collect(),
+            ),
+            FrameView::Ack(a) => Self::Ack(a.seq()),
+            FrameView::Keepalive(_) => Self::Keepalive,
+            FrameView::Close(c) => Self::PeerClose(c.reason()),
+            FrameView::Welcome(_) => Self::Unexpected("Welcome"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "Hello",
+            Self::Batch(_) => "Batch",
+            Self::Ack(_) => "Ack",
+            Self::Keepalive => "Keepalive",
+            Self::PeerClose(_) => "Close",
+            Self::Close(..) => "Close",
+            Self::Unexpected(name) => name,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

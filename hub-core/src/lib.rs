@@ -12,11 +12,13 @@
 pub mod backoff;
 pub mod hub;
 pub mod link;
+pub mod node;
 pub mod protocol;
 pub mod queue;
 pub mod ratelimit;
 pub mod shard;
 
+pub use hub::{ConnId, Hub, HubConfig, HubEvent};
 pub use shard::shard_of;
 
 /// Version of the link protocol spoken in `Hello` and `Welcome`.
