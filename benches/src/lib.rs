@@ -5,4 +5,5 @@
 //! in the product crates may depend on this crate.
 
 pub mod codec;
+pub mod engine;
 pub mod workload;

@@ -484,6 +484,7 @@ impl Hub {
                     node_id,
                     version,
                     resume_seq,
+                    received_seq,
                 },
                 None,
             ) => {
@@ -495,7 +496,7 @@ impl Hub {
                     let text = format!("protocol version {version} is not {PROTOCOL_VERSION}");
                     return self.close(conn, CloseReason::VersionMismatch, &text, 0);
                 }
-                self.open(conn, &node_id, resume_seq, now)
+                self.open(conn, &node_id, (resume_seq, received_seq), now)
             }
             (Action::Batch(messages), Some(node)) => {
                 let Some(state) = self.nodes.get_mut(&node) else {
@@ -551,7 +552,7 @@ impl Hub {
     }
 
     /// Completes the handshake of `conn` for `node_id`.
-    fn open(&mut self, conn: ConnId, node_id: &str, resume_seq: u64, now: Millis) -> bool {
+    fn open(&mut self, conn: ConnId, node_id: &str, resume: (u64, u64), now: Millis) -> bool {
         let previous = self.nodes.get(node_id).and_then(|s| s.conn);
         if previous.is_none() && self.connected >= self.config.node_limit {
             let text = format!("node limit of {} reached", self.config.node_limit);
@@ -567,7 +568,7 @@ impl Hub {
         }
         let state = self.node_mut(node_id);
         let mut delivered = Vec::new();
-        let intact = state.resume(resume_seq, &mut delivered);
+        let intact = state.resume(resume.0, resume.1, &mut delivered);
         state.conn = Some(conn);
         let node = state.id.clone();
         let welcome_resume = state.upstream_committed;
@@ -668,6 +669,7 @@ enum Action {
         node_id: String,
         version: u16,
         resume_seq: u64,
+        received_seq: u64,
     },
     Batch(Vec<Message>),
     Ack(u64),
@@ -686,6 +688,7 @@ impl Action {
                 node_id: h.node_id().unwrap_or_default().to_owned(),
                 version: h.protocol_version(),
                 resume_seq: h.resume_seq(),
+                received_seq: h.received_seq(),
             },
             FrameView::Batch(_) => Self::Batch(
                 frame

@@ -102,15 +102,22 @@ impl NodeState {
         (self.queue.len(), self.inflight.len())
     }
 
-    /// Applies the node's `Hello.resume_seq`: releases what it committed,
-    /// schedules the rest of the window to be sent again, and continues
-    /// numbering after it when nothing is in flight. Returns false when the
-    /// node has lost data it once acknowledged.
-    pub(crate) fn resume(&mut self, resume_seq: u64, delivered: &mut Vec<Delivered>) -> bool {
+    /// Applies the node's `Hello`: releases what it committed
+    /// (`resume_seq`), schedules the rest of the window to be sent again, and,
+    /// when nothing is in flight, numbers new messages above everything the
+    /// node has received (`received_seq`), so that a restarted hub never
+    /// reuses a number the node holds. Returns false when the node has lost
+    /// data it once acknowledged.
+    pub(crate) fn resume(
+        &mut self,
+        resume_seq: u64,
+        received_seq: u64,
+        delivered: &mut Vec<Delivered>,
+    ) -> bool {
         let intact = resume_seq >= self.acked_seq;
         self.release_through(resume_seq, delivered);
-        if self.inflight.is_empty() && resume_seq >= self.next_seq {
-            self.next_seq = resume_seq + 1;
+        if self.inflight.is_empty() {
+            self.next_seq = self.next_seq.max(resume_seq.max(received_seq) + 1);
         }
         self.resend = !self.inflight.is_empty();
         self.best_effort.clear();

@@ -7,9 +7,10 @@
 //! # Handshake
 //!
 //! 1. The edge opens a connection (TLS with its client certificate) and sends
-//!    `Hello { node_id, protocol_version, resume_seq }`, where `resume_seq` is
-//!    the highest downstream sequence number it has durably committed (0 on a
-//!    fresh node).
+//!    `Hello { node_id, protocol_version, resume_seq, received_seq }`, where
+//!    `resume_seq` is the highest downstream sequence number it has durably
+//!    committed (0 on a fresh node) and `received_seq` the highest it has
+//!    received, committed or not.
 //! 2. The cloud closes with `Unauthorized` if `node_id` is not the identity
 //!    of the certificate, `VersionMismatch` if it does not speak the version,
 //!    `NodeLimit` if it already holds `node_limit` nodes, `HandshakeTimeout`
@@ -31,8 +32,10 @@
 //!   highest committed number; the edge then sends a cumulative `Ack { seq }`.
 //! - On reconnect the cloud releases what `Hello.resume_seq` covers and sends
 //!   the rest again, in order, before anything new. A cloud that has no
-//!   numbered messages for the node continues numbering after the edge's
-//!   `resume_seq` (so a restarted hub does not reuse numbers). An edge whose
+//!   numbered messages in flight for the node continues numbering above the
+//!   edge's `received_seq`: a restarted hub must not reuse a number the edge
+//!   still holds, or the edge would drop the new message as a duplicate and
+//!   its commit of the old one would acknowledge the new one. An edge whose
 //!   `resume_seq` is below what it once acknowledged has lost data: the cloud
 //!   reports that the node needs a full resync.
 //! - The cloud sends the unacknowledged window again if no ack arrives within

@@ -70,6 +70,7 @@ pub struct Hello<'a> {
     pub protocol_version: u16,
     pub resume_seq: u64,
     pub capabilities: &'a [&'a str],
+    pub received_seq: u64,
 }
 
 /// Fields of a `Welcome` frame.
@@ -162,6 +163,7 @@ impl FrameEncoder {
                 protocol_version: h.protocol_version,
                 resume_seq: h.resume_seq,
                 capabilities: Some(caps),
+                received_seq: h.received_seq,
             },
         );
         self.finish(fb::Payload::Hello, payload.as_union_value(), out)

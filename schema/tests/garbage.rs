@@ -112,6 +112,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
             protocol_version: 1,
             resume_seq: 42,
             capabilities: &["batch", "resume"],
+            received_seq: 44,
         };
         e.hello(&h, o).unwrap()
     });

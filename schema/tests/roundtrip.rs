@@ -134,7 +134,13 @@ proptest! {
         let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
         let mut encoder = FrameEncoder::default();
         let mut wire = Vec::new();
-        let hello = Hello { node_id: &node_id, protocol_version: version, resume_seq: seq, capabilities: &caps };
+        let hello = Hello {
+            node_id: &node_id,
+            protocol_version: version,
+            resume_seq: seq,
+            capabilities: &caps,
+            received_seq: seq ^ 1,
+        };
         encoder.hello(&hello, &mut wire).unwrap();
         let welcome = Welcome {
             protocol_version: version,
@@ -155,8 +161,9 @@ proptest! {
         };
         let decoded = decode_in_pieces(&wire, &cuts, |frame| match frame {
             FrameView::Hello(h) => format!(
-                "hello {:?} {} {} {:?}",
-                h.node_id().unwrap_or_default(), h.protocol_version(), h.resume_seq(), strings(h.capabilities())
+                "hello {:?} {} {} {:?} {}",
+                h.node_id().unwrap_or_default(), h.protocol_version(), h.resume_seq(), strings(h.capabilities()),
+                h.received_seq()
             ),
             FrameView::Welcome(w) => format!(
                 "welcome {} {} {} {} {} {:?}",
@@ -171,7 +178,7 @@ proptest! {
             FrameView::Batch(_) => "batch".to_owned(),
         });
         let expected = vec![
-            format!("hello {node_id:?} {version} {seq} {caps:?}"),
+            format!("hello {node_id:?} {version} {seq} {caps:?} {}", seq ^ 1),
             format!("welcome {version} {seq} {keepalive} {max_frame} {window} {caps:?}"),
             format!("ack {seq}"),
             format!("keepalive {seq}"),

@@ -44,6 +44,7 @@ impl Edge {
             protocol_version: PROTOCOL_VERSION,
             resume_seq,
             capabilities: CAPABILITIES,
+            received_seq: resume_seq,
         };
         self.encoder.hello(&hello, &mut out).unwrap();
         hub.handle_bytes(self.conn, &out, now);
@@ -447,6 +448,7 @@ fn wrong_protocol_version_is_refused() {
         protocol_version: 99,
         resume_seq: 0,
         capabilities: &[],
+        received_seq: 0,
     };
     edge.encoder.hello(&hello, &mut out).unwrap();
     hub.handle_bytes(1, &out, 0);
@@ -638,4 +640,30 @@ fn upstream_is_deduplicated_and_acknowledged_once_committed() {
             window: 256
         }
     );
+}
+
+#[test]
+fn restarted_hub_numbers_above_what_the_node_received_but_not_committed() {
+    // The node committed 500 and holds 501..510 from the previous hub,
+    // uncommitted: numbers it would otherwise drop as duplicates.
+    let mut hub = Hub::new(HubConfig::default());
+    let _ = hub.handle_downstream("n", key("a"), update("a", 3));
+    let mut edge = Edge::new(1);
+    hub.handle_connect(1, Some("n"), 0);
+    let mut out = Vec::new();
+    let hello = Hello {
+        node_id: "n",
+        protocol_version: PROTOCOL_VERSION,
+        resume_seq: 500,
+        capabilities: CAPABILITIES,
+        received_seq: 510,
+    };
+    edge.encoder.hello(&hello, &mut out).unwrap();
+    hub.handle_bytes(1, &out, 0);
+    let sent = drain(&mut hub, &mut [&mut edge], 0);
+    let Got::Batch(batch) = &sent[0].1[1] else { panic!("{sent:?}") };
+    assert_eq!(batch[0].header.seq, 511);
+    // The node commits its old 501..510 and acks 510: nothing new is released.
+    edge.ack(&mut hub, 510, 1);
+    assert_eq!(hub.depth("n"), Some((0, 1)));
 }

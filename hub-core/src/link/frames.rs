@@ -67,7 +67,7 @@ impl Link {
         }
     }
 
-    /// `Hello` with the committed seq.
+    /// `Hello` with the committed and the highest received seq.
     pub(super) fn write_hello(&mut self, out: &mut Vec<u8>) {
         self.hello_pending = false;
         // Hello carries the committed seq; a separate Ack would repeat it.
@@ -77,6 +77,7 @@ impl Link {
             protocol_version: PROTOCOL_VERSION,
             resume_seq: self.committed_seq,
             capabilities: CAPABILITIES,
+            received_seq: self.highest_seen,
         };
         if let Err(e) = self.encoder.hello(&hello, out) {
             self.close_locally(self.now, CloseReason::ProtocolError, e.to_string());

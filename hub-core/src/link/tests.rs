@@ -591,6 +591,7 @@ fn hello_or_second_welcome_from_the_cloud_is_a_protocol_error() {
         protocol_version: PROTOCOL_VERSION,
         resume_seq: 0,
         capabilities: &[],
+        received_seq: 0,
     };
     FrameEncoder::default().hello(&h, &mut hello).unwrap();
     for bytes in [hello, welcome(0, 1000, 16)] {

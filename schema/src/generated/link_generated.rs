@@ -932,6 +932,7 @@ impl<'a> Hello<'a> {
   pub const VT_PROTOCOL_VERSION: ::flatbuffers::VOffsetT = 6;
   pub const VT_RESUME_SEQ: ::flatbuffers::VOffsetT = 8;
   pub const VT_CAPABILITIES: ::flatbuffers::VOffsetT = 10;
+  pub const VT_RECEIVED_SEQ: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -943,6 +944,7 @@ impl<'a> Hello<'a> {
     args: &'args HelloArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Hello<'bldr>> {
     let mut builder = HelloBuilder::new(_fbb);
+    builder.add_received_seq(args.received_seq);
     builder.add_resume_seq(args.resume_seq);
     if let Some(x) = args.capabilities { builder.add_capabilities(x); }
     if let Some(x) = args.node_id { builder.add_node_id(x); }
@@ -981,6 +983,16 @@ impl<'a> Hello<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Hello::VT_CAPABILITIES, None)}
   }
+  /// Highest downstream sequence number the edge has received, committed or
+  /// not. A hub with nothing in flight for the node numbers new messages
+  /// above it, so that a restarted hub never reuses a number the edge holds.
+  #[inline]
+  pub fn received_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Hello::VT_RECEIVED_SEQ, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Hello<'_> {
@@ -993,6 +1005,7 @@ impl ::flatbuffers::Verifiable for Hello<'_> {
      .visit_field::<u16>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
      .visit_field::<u64>("resume_seq", Self::VT_RESUME_SEQ, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("capabilities", Self::VT_CAPABILITIES, false)?
+     .visit_field::<u64>("received_seq", Self::VT_RECEIVED_SEQ, false)?
      .finish();
     Ok(())
   }
@@ -1002,6 +1015,7 @@ pub struct HelloArgs<'a> {
     pub protocol_version: u16,
     pub resume_seq: u64,
     pub capabilities: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub received_seq: u64,
 }
 impl<'a> Default for HelloArgs<'a> {
   #[inline]
@@ -1011,6 +1025,7 @@ impl<'a> Default for HelloArgs<'a> {
       protocol_version: 0,
       resume_seq: 0,
       capabilities: None,
+      received_seq: 0,
     }
   }
 }
@@ -1037,6 +1052,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HelloBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_CAPABILITIES, capabilities);
   }
   #[inline]
+  pub fn add_received_seq(&mut self, received_seq: u64) {
+    self.fbb_.push_slot::<u64>(Hello::VT_RECEIVED_SEQ, received_seq, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HelloBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HelloBuilder {
@@ -1058,6 +1077,7 @@ impl ::core::fmt::Debug for Hello<'_> {
       ds.field("protocol_version", &self.protocol_version());
       ds.field("resume_seq", &self.resume_seq());
       ds.field("capabilities", &self.capabilities());
+      ds.field("received_seq", &self.received_seq());
       ds.finish()
   }
 }

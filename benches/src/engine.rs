@@ -1,0 +1,123 @@
+//! The hub engine with no I/O: many connected sessions, messages enqueued,
+//! transmitted as batches and acknowledged. Shared by the criterion bench
+//! `benches/engine.rs`.
+
+use hub_core::{Hub, HubConfig, HubEvent};
+use schema::frames::Hello;
+use schema::records::ObjectKey;
+use schema::{FrameEncoder, Message};
+
+use crate::workload::pod_update;
+
+/// A hub with `nodes` handshaken sessions and an edge-side encoder for acks.
+#[derive(Debug)]
+pub struct EngineWorkload {
+    pub hub: Hub,
+    names: Vec<String>,
+    acked: Vec<u64>,
+    encoder: FrameEncoder,
+    scratch: Vec<u8>,
+    now: u64,
+}
+
+impl EngineWorkload {
+    pub fn new(nodes: usize) -> Self {
+        let config = HubConfig {
+            node_limit: nodes,
+            ..HubConfig::default()
+        };
+        let mut hub = Hub::new(config);
+        let mut encoder = FrameEncoder::default();
+        let mut bytes = Vec::new();
+        let names: Vec<String> = (0..nodes).map(|i| format!("edge-node-{i:06}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            bytes.clear();
+            let hello = Hello {
+                node_id: name,
+                protocol_version: hub_core::PROTOCOL_VERSION,
+                resume_seq: 0,
+                received_seq: 0,
+                capabilities: hub_core::protocol::CAPABILITIES,
+            };
+            encoder.hello(&hello, &mut bytes).expect("a Hello fits");
+            hub.handle_connect(i as u64, Some(name), 0);
+            hub.handle_bytes(i as u64, &bytes, 0);
+        }
+        while hub.poll_transmit(0).is_some() {}
+        while hub.poll_event().is_some() {}
+        assert_eq!(hub.connected(), nodes, "every session is up");
+        Self {
+            hub,
+            acked: vec![0; nodes],
+            names,
+            encoder,
+            scratch: Vec::new(),
+            now: 0,
+        }
+    }
+
+    /// Names of the nodes, in session order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// `per_node` Pod updates for every node, with `content` bytes each;
+    /// object names repeat from round to round, versions grow.
+    pub fn messages(
+        names: &[String],
+        round: u64,
+        per_node: u64,
+        content: usize,
+    ) -> Vec<(usize, ObjectKey, Message)> {
+        let mut out = Vec::with_capacity(names.len() * per_node as usize);
+        for (n, name) in names.iter().enumerate() {
+            for j in 0..per_node {
+                let mut m = pod_update(name, j, content);
+                m.header.resource_version = round * per_node + j + 1;
+                let key = ObjectKey {
+                    kind: "pod".into(),
+                    namespace: "default".into(),
+                    name: format!("nginx-{j}"),
+                };
+                out.push((n, key, m));
+            }
+        }
+        out
+    }
+
+    /// Enqueues `messages`, transmits everything ready, feeds each node's
+    /// cumulative ack back, and drains the events. Returns the messages the
+    /// nodes acknowledged.
+    pub fn round(&mut self, messages: Vec<(usize, ObjectKey, Message)>) -> u64 {
+        self.now += 1;
+        let now = self.now;
+        let mut sent = vec![0u64; self.names.len()];
+        for (n, key, message) in messages {
+            let _ = self.hub.handle_downstream(&self.names[n], key, message);
+            sent[n] += 1;
+        }
+        let mut bytes = 0;
+        while let Some((_, t)) = self.hub.poll_transmit(now) {
+            bytes += t.bytes.len();
+        }
+        std::hint::black_box(bytes);
+        for (n, count) in sent.iter().enumerate() {
+            if *count == 0 {
+                continue;
+            }
+            self.acked[n] += count;
+            self.scratch.clear();
+            self.encoder
+                .ack(self.acked[n], &mut self.scratch)
+                .expect("an Ack fits");
+            self.hub.handle_bytes(n as u64, &self.scratch, now);
+        }
+        let mut delivered = 0;
+        while let Some(event) = self.hub.poll_event() {
+            if let HubEvent::Delivered { objects, .. } = event {
+                delivered += objects.len() as u64;
+            }
+        }
+        delivered
+    }
+}
