@@ -440,7 +440,12 @@ impl Hub {
 
     fn node_mut(&mut self, node: &str) -> &mut NodeState {
         let budget = self.config.queue_budget_bytes;
-        match self.nodes.entry(Arc::from(node)) {
+        // Known nodes (the common case) cost no allocation.
+        let id = match self.nodes.get_key_value(node) {
+            Some((id, _)) => id.clone(),
+            None => Arc::from(node),
+        };
+        match self.nodes.entry(id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let id = e.key().clone();

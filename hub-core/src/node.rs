@@ -139,9 +139,8 @@ impl NodeState {
             if front.seq > seq {
                 break;
             }
+            // The queue recorded the version when it entered the window.
             if let Some(done) = self.inflight.pop_front() {
-                self.queue
-                    .acknowledged(&done.key, done.message.header.resource_version);
                 delivered.push(Delivered {
                     resource_version: done.message.header.resource_version,
                     key: done.key,

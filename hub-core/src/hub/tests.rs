@@ -661,7 +661,9 @@ fn restarted_hub_numbers_above_what_the_node_received_but_not_committed() {
     edge.encoder.hello(&hello, &mut out).unwrap();
     hub.handle_bytes(1, &out, 0);
     let sent = drain(&mut hub, &mut [&mut edge], 0);
-    let Got::Batch(batch) = &sent[0].1[1] else { panic!("{sent:?}") };
+    let Got::Batch(batch) = &sent[0].1[1] else {
+        panic!("{sent:?}")
+    };
     assert_eq!(batch[0].header.seq, 511);
     // The node commits its old 501..510 and acks 510: nothing new is released.
     edge.ack(&mut hub, 510, 1);
