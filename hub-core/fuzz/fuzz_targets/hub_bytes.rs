@@ -10,8 +10,13 @@ use schema::frames::Hello;
 use schema::{FrameDecoder, FrameEncoder};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, data)) = data.split_first() else { return };
-    let mut hub = Hub::new(HubConfig { max_frame_bytes: 1 << 16, ..HubConfig::default() });
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
+    let mut hub = Hub::new(HubConfig {
+        max_frame_bytes: 1 << 16,
+        ..HubConfig::default()
+    });
     hub.handle_connect(1, Some("edge-1"), 0);
     if mode & 1 == 1 {
         let mut hello = Vec::new();
@@ -22,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
             capabilities: CAPABILITIES,
             received_seq: u64::from(mode),
         };
-        FrameEncoder::default().hello(&h, &mut hello).expect("Hello encodes");
+        FrameEncoder::default()
+            .hello(&h, &mut hello)
+            .expect("Hello encodes");
         hub.handle_bytes(1, &hello, 0);
     }
     let piece = usize::from(mode >> 4).max(1);
@@ -31,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
         hub.handle_bytes(1, chunk, i as u64);
         while let Some((_, t)) = hub.poll_transmit(i as u64) {
             answers.handle_bytes(&t.bytes);
-            while answers.poll_frame().expect("the hub sends valid frames").is_some() {}
+            while answers
+                .poll_frame()
+                .expect("the hub sends valid frames")
+                .is_some()
+            {}
         }
         while hub.poll_event().is_some() {}
     }

@@ -8,8 +8,15 @@ use libfuzzer_sys::fuzz_target;
 use schema::FrameDecoder;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, data)) = data.split_first() else { return };
-    let mut link = Link::new(LinkConfig::new("edge-1"), u64::from(mode), u64::from(mode), 0);
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
+    let mut link = Link::new(
+        LinkConfig::new("edge-1"),
+        u64::from(mode),
+        u64::from(mode),
+        0,
+    );
     if !link.poll_connect(0) {
         return;
     }
@@ -21,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
         link.handle_committed(i as u64);
         while let Some(t) = link.poll_transmit(i as u64) {
             sent.handle_bytes(&t.bytes);
-            while sent.poll_frame().expect("the link sends valid frames").is_some() {}
+            while sent
+                .poll_frame()
+                .expect("the link sends valid frames")
+                .is_some()
+            {}
         }
         while link.poll_event().is_some() {}
     }

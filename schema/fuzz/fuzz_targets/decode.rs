@@ -7,9 +7,14 @@ use schema::codec::DecoderConfig;
 use schema::{FrameDecoder, FrameView};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&piece, data)) = data.split_first() else { return };
+    let Some((&piece, data)) = data.split_first() else {
+        return;
+    };
     let piece = usize::from(piece).max(1);
-    let mut decoder = FrameDecoder::new(DecoderConfig { max_frame_bytes: 1 << 20, ..DecoderConfig::default() });
+    let mut decoder = FrameDecoder::new(DecoderConfig {
+        max_frame_bytes: 1 << 20,
+        ..DecoderConfig::default()
+    });
     for chunk in data.chunks(piece) {
         decoder.handle_bytes(chunk);
         loop {
@@ -30,9 +35,12 @@ fn read(frame: &FrameView<'_>) {
     let mut sum = 0usize;
     match frame {
         FrameView::Hello(h) => {
-            sum += h.node_id().map_or(0, str::len) + h.capabilities().map_or(0, |c| c.iter().map(str::len).sum());
+            sum += h.node_id().map_or(0, str::len)
+                + h.capabilities().map_or(0, |c| c.iter().map(str::len).sum());
         }
-        FrameView::Welcome(w) => sum += w.capabilities().map_or(0, |c| c.len()) + w.window() as usize,
+        FrameView::Welcome(w) => {
+            sum += w.capabilities().map_or(0, |c| c.len()) + w.window() as usize
+        }
         FrameView::Close(c) => sum += c.text().map_or(0, str::len),
         FrameView::Ack(a) => sum += a.seq() as usize,
         FrameView::Keepalive(k) => sum += k.timestamp_ms() as usize,

@@ -7,12 +7,21 @@ use schema::records::{self, OutboxEntry, RingRecord, StoredObject};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(object) = records::from_bytes::<StoredObject>(data) {
-        assert_eq!(records::from_bytes::<StoredObject>(&records::to_bytes(&object)).unwrap(), object);
+        assert_eq!(
+            records::from_bytes::<StoredObject>(&records::to_bytes(&object)).unwrap(),
+            object
+        );
     }
     if let Ok(entry) = records::from_bytes::<OutboxEntry>(data) {
-        assert_eq!(records::from_bytes::<OutboxEntry>(&records::to_bytes(&entry)).unwrap(), entry);
+        assert_eq!(
+            records::from_bytes::<OutboxEntry>(&records::to_bytes(&entry)).unwrap(),
+            entry
+        );
     }
     if let Ok(record) = records::from_bytes::<RingRecord>(data) {
-        assert_eq!(records::from_bytes::<RingRecord>(&records::to_bytes(&record)).unwrap(), record);
+        assert_eq!(
+            records::from_bytes::<RingRecord>(&records::to_bytes(&record)).unwrap(),
+            record
+        );
     }
 });
