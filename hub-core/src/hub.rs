@@ -416,6 +416,8 @@ impl Hub {
                 );
                 if c.out.is_empty() && now >= c.last_tx + self.config.keepalive_interval_ms {
                     let _ = self.encoder.keepalive(now, &mut c.out);
+                    // An idle link gives its receive buffer back.
+                    c.decoder.release_idle();
                 }
             }
             if c.out.is_empty() && !c.close_after {
