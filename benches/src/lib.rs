@@ -4,6 +4,7 @@
 //! the fleet-scale load generator. Only measurement code lives here; nothing
 //! in the product crates may depend on this crate.
 
+pub mod alloc;
 pub mod codec;
 pub mod engine;
 pub mod workload;

@@ -2,6 +2,9 @@
 
 use benches::codec::{CodecWorkload, measure};
 
+#[global_allocator]
+static ALLOCATOR: benches::alloc::Counting = benches::alloc::Counting;
+
 const USAGE: &str = "\
 usage: fleetbench <command>
 
@@ -10,6 +13,9 @@ commands:
         encode and decode a batch through Apiary's frames and through
         Beehive JSON, interleaved; print median times and ratios
         (defaults: 64 messages, 256-byte content, 31 rounds)
+  session-memory [--nodes N]
+        resident memory per idle handshaken session of the hub engine
+        (no sockets, no TLS: the engine's share of the per-node budget)
   --version
 
 The criterion benches run with: cargo bench -p benches";
@@ -18,6 +24,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--version" | "-V") => println!("fleetbench {}", env!("CARGO_PKG_VERSION")),
+        Some("session-memory") => match session_memory(&args[1..]) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("fleetbench session-memory: {e}\n\n{USAGE}");
+                std::process::exit(2);
+            }
+        },
         Some("codec") => match codec(&args[1..]) {
             Ok(()) => {}
             Err(e) => {
@@ -68,4 +81,45 @@ fn codec(args: &[String]) -> Result<(), String> {
         r.encode_ratio
     );
     Ok(())
+}
+
+fn session_memory(args: &[String]) -> Result<(), String> {
+    let nodes = match args {
+        [] => 10_000,
+        [flag, value] if flag == "--nodes" => value
+            .parse()
+            .map_err(|_| format!("--nodes takes a number, not {value:?}"))?,
+        _ => return Err(format!("unexpected arguments {args:?}")),
+    };
+    let before = benches::alloc::live_bytes();
+    let mut workload = benches::engine::EngineWorkload::new(nodes);
+    let handshaken = benches::alloc::live_bytes();
+    // One round of traffic, so that every session has grown its buffers once,
+    // then a keepalive tick, on which idle sessions give them back.
+    let messages = benches::engine::EngineWorkload::messages(workload.names(), 1, 4, 256);
+    workload.round(messages);
+    workload.idle_tick(16_000);
+    let after = benches::alloc::live_bytes();
+    let rss = resident_bytes()?;
+    assert_eq!(workload.hub.connected(), nodes, "every session is still up");
+    let per = |bytes: usize| bytes.saturating_sub(before) as f64 / nodes as f64;
+    println!(
+        "{nodes} sessions, engine only (no socket, no TLS), live heap bytes per session: \
+         {:.0} after the handshake, {:.0} after a round of traffic and a keepalive tick \
+         (process resident: {} MiB)",
+        per(handshaken),
+        per(after),
+        rss >> 20
+    );
+    Ok(())
+}
+
+fn resident_bytes() -> Result<u64, String> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "no VmRSS in /proc/self/status".to_owned())
 }

@@ -416,8 +416,9 @@ impl Hub {
                 );
                 if c.out.is_empty() && now >= c.last_tx + self.config.keepalive_interval_ms {
                     let _ = self.encoder.keepalive(now, &mut c.out);
-                    // An idle link gives its receive buffer back.
+                    // An idle link gives its buffers back.
                     c.decoder.release_idle();
+                    state.shrink_idle();
                 }
             }
             if c.out.is_empty() && !c.close_after {

@@ -154,6 +154,17 @@ impl NodeState {
         }
     }
 
+    /// Returns the memory of an empty queue and window to the allocator.
+    pub(crate) fn shrink_idle(&mut self) {
+        self.queue.shrink_idle();
+        if self.inflight.is_empty() {
+            self.inflight = VecDeque::new();
+        }
+        if self.best_effort.is_empty() {
+            self.best_effort = Vec::new();
+        }
+    }
+
     /// Asks for the whole window to be sent again.
     pub(crate) fn retransmit(&mut self) {
         self.resend = !self.inflight.is_empty();

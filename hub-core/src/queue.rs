@@ -274,6 +274,15 @@ impl NodeQueue {
     }
 
     /// Drops every pending entry and gives their memory back.
+    /// Returns the memory of an empty queue to the allocator (the session
+    /// calls it when the link goes quiet).
+    pub fn shrink_idle(&mut self) {
+        if self.pending.is_empty() {
+            self.release_all();
+        }
+        self.acked.shrink_to_fit();
+    }
+
     fn release_all(&mut self) {
         self.pending = HashMap::new();
         self.order = VecDeque::new();
