@@ -63,18 +63,11 @@
 //! side sends before closing the connection; `retry_after_ms`, when set, tells
 //! the edge not to reconnect sooner.
 
-use schema::fb::CloseReason;
-
 /// Milliseconds since an arbitrary start, passed in by the caller.
 pub type Millis = u64;
 
 /// Capabilities both ends announce in `Hello` and `Welcome`.
 pub const CAPABILITIES: &[&str] = &["batch", "resume"];
-
-/// Human-readable name of a close reason, for logs and metrics labels.
-pub fn reason_name(reason: CloseReason) -> &'static str {
-    reason.variant_name().unwrap_or("Unknown")
-}
 
 /// Bytes for one connection, produced by a `poll_transmit`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
