@@ -16,8 +16,9 @@
 //!
 //! The rules it follows are in [`crate::protocol`].
 
+use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use schema::codec::{DecodeError, DecoderConfig};
@@ -149,6 +150,8 @@ struct Conn {
     dirty: bool,
     last_rx: Millis,
     last_tx: Millis,
+    /// Earliest entry this connection has in the timer heap.
+    scheduled: Millis,
 }
 
 /// The cloud end of the link for the nodes of one shard.
@@ -159,6 +162,11 @@ pub struct Hub {
     conns: HashMap<ConnId, Conn>,
     connected: usize,
     dirty: VecDeque<ConnId>,
+    /// When to look at a connection's timers again. Entries are checks, not
+    /// deadlines: a connection whose deadline moved later is looked at,
+    /// found not due, and scheduled again; so the hub never scans all its
+    /// connections.
+    timers: BinaryHeap<Reverse<(Millis, ConnId)>>,
     events: VecDeque<HubEvent>,
     encoder: FrameEncoder,
 }
@@ -172,6 +180,7 @@ impl Hub {
             conns: HashMap::new(),
             connected: 0,
             dirty: VecDeque::new(),
+            timers: BinaryHeap::new(),
             events: VecDeque::new(),
         }
     }
@@ -208,11 +217,13 @@ impl Hub {
             dirty: false,
             last_rx: now,
             last_tx: now,
+            scheduled: Millis::MAX,
         };
         if self.conns.insert(conn, c).is_some() {
             // The glue reused a live id: the old connection is gone.
             self.detach(conn, None);
         }
+        self.schedule(conn);
     }
 
     /// Bytes arrived on `conn`.
@@ -340,56 +351,33 @@ impl Hub {
 
     /// Timers: handshake and read deadlines, keepalives, retransmission.
     pub fn handle_timeout(&mut self, now: Millis) {
-        let cfg = &self.config;
-        let read_deadline = cfg.keepalive_interval_ms * Millis::from(cfg.missed_keepalives);
-        let mut closing = Vec::new();
-        let mut dirty = Vec::new();
-        for (&id, c) in &self.conns {
-            match &c.state {
-                ConnState::Handshaking { deadline } if now >= *deadline => {
-                    closing.push((id, CloseReason::HandshakeTimeout, "no Hello in time"));
-                }
-                ConnState::Open { node } => {
-                    if now >= c.last_rx + read_deadline {
-                        closing.push((id, CloseReason::Timeout, "no keepalive from the node"));
-                    } else if now >= c.last_tx + cfg.keepalive_interval_ms {
-                        dirty.push(id);
-                    }
-                    if let Some(state) = self.nodes.get(node)
-                        && state.retransmit_at.is_some_and(|at| now >= at)
-                    {
-                        dirty.push(id);
-                    }
-                }
-                _ => {}
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
             }
+            self.timers.pop();
+            if let Some(c) = self.conns.get_mut(&id)
+                && c.scheduled == at
+            {
+                c.scheduled = Millis::MAX;
+            }
+            due.push(id);
         }
-        for (id, reason, text) in closing {
-            self.close(id, reason, text, 0);
-        }
-        for id in dirty {
-            self.retransmit_due(id, now);
-            self.mark_dirty(id);
+        due.sort_unstable();
+        due.dedup();
+        for id in due {
+            self.check_timers(id, now);
+            // Work just found due is done at the next poll_transmit; look
+            // again no sooner than the next millisecond.
+            self.schedule_after(id, now);
         }
     }
 
-    /// The earliest instant [`handle_timeout`](Self::handle_timeout) has work.
+    /// The earliest instant [`handle_timeout`](Self::handle_timeout) may
+    /// have work (it may find none).
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let cfg = &self.config;
-        let read_deadline = cfg.keepalive_interval_ms * Millis::from(cfg.missed_keepalives);
-        self.conns
-            .values()
-            .filter_map(|c| match &c.state {
-                ConnState::Handshaking { deadline } => Some(*deadline),
-                ConnState::Open { node } => {
-                    let retransmit = self.nodes.get(node).and_then(|s| s.retransmit_at);
-                    let keepalive =
-                        (c.last_tx + cfg.keepalive_interval_ms).min(c.last_rx + read_deadline);
-                    Some(retransmit.map_or(keepalive, |r| r.min(keepalive)))
-                }
-                ConnState::Closing => None,
-            })
-            .min()
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Bytes to write to a connection, one connection per call.
@@ -421,6 +409,16 @@ impl Hub {
                     state.shrink_idle();
                 }
             }
+            let retransmit = match &c.state {
+                ConnState::Open { node } => self.nodes.get(node).and_then(|s| s.retransmit_at),
+                _ => None,
+            };
+            if retransmit.is_some_and(|at| at < c.scheduled) {
+                self.schedule(id);
+            }
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
             if c.out.is_empty() && !c.close_after {
                 continue;
             }
@@ -463,6 +461,69 @@ impl Hub {
         {
             c.dirty = true;
             self.dirty.push_back(conn);
+        }
+    }
+
+    /// The next instant `conn` has a timer due.
+    fn next_deadline(&self, c: &Conn) -> Option<Millis> {
+        let cfg = &self.config;
+        match &c.state {
+            ConnState::Handshaking { deadline } => Some(*deadline),
+            ConnState::Open { node } => {
+                let read_deadline = cfg.keepalive_interval_ms * Millis::from(cfg.missed_keepalives);
+                let keepalive =
+                    (c.last_tx + cfg.keepalive_interval_ms).min(c.last_rx + read_deadline);
+                let retransmit = self.nodes.get(node).and_then(|s| s.retransmit_at);
+                Some(retransmit.map_or(keepalive, |r| r.min(keepalive)))
+            }
+            ConnState::Closing => None,
+        }
+    }
+
+    /// Puts `conn`'s next deadline in the timer heap unless an earlier check
+    /// is already there.
+    fn schedule(&mut self, conn: ConnId) {
+        self.schedule_after(conn, 0);
+    }
+
+    /// As [`schedule`](Self::schedule), but later than `now`.
+    fn schedule_after(&mut self, conn: ConnId, now: Millis) {
+        let Some(next) = self.conns.get(&conn).and_then(|c| self.next_deadline(c)) else {
+            return;
+        };
+        let next = next.max(now + 1);
+        if let Some(c) = self.conns.get_mut(&conn)
+            && next < c.scheduled
+        {
+            c.scheduled = next;
+            self.timers.push(Reverse((next, conn)));
+        }
+    }
+
+    /// Acts on whatever timer of `conn` is due at `now`.
+    fn check_timers(&mut self, id: ConnId, now: Millis) {
+        let cfg = &self.config;
+        let read_deadline = cfg.keepalive_interval_ms * Millis::from(cfg.missed_keepalives);
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        match &c.state {
+            ConnState::Handshaking { deadline } if now >= *deadline => {
+                self.close(id, CloseReason::HandshakeTimeout, "no Hello in time", 0);
+            }
+            ConnState::Open { node } => {
+                let retransmit = self
+                    .nodes
+                    .get(node)
+                    .is_some_and(|s| s.retransmit_at.is_some_and(|at| now >= at));
+                if now >= c.last_rx + read_deadline {
+                    self.close(id, CloseReason::Timeout, "no keepalive from the node", 0);
+                } else if retransmit || now >= c.last_tx + cfg.keepalive_interval_ms {
+                    self.retransmit_due(id, now);
+                    self.mark_dirty(id);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -606,6 +667,7 @@ impl Hub {
             c.last_tx = now;
         }
         self.mark_dirty(conn);
+        self.schedule(conn);
         true
     }
 

@@ -669,3 +669,45 @@ fn restarted_hub_numbers_above_what_the_node_received_but_not_committed() {
     edge.ack(&mut hub, 510, 1);
     assert_eq!(hub.depth("n"), Some((0, 1)));
 }
+
+#[test]
+fn timer_checks_stay_few_under_traffic_and_idle_links_wake_rarely() {
+    let mut hub = Hub::new(HubConfig {
+        keepalive_interval_ms: 1_000,
+        ..HubConfig::default()
+    });
+    let mut edges: Vec<Edge> = (0..50)
+        .map(|i| connected(&mut hub, i, &format!("n{i}"), 0, 0))
+        .collect();
+    for round in 1..=200u64 {
+        let now = round * 10;
+        for (i, edge) in edges.iter_mut().enumerate() {
+            let name = format!("n{i}");
+            let _ = hub.handle_downstream(&name, key("a"), update("a", round));
+            let mut refs = [&mut *edge];
+            drain(&mut hub, &mut refs, now);
+            edge.ack(&mut hub, round, now);
+        }
+        hub.handle_timeout(now);
+        assert!(
+            hub.timers.len() <= 2 * edges.len(),
+            "{} timer entries",
+            hub.timers.len()
+        );
+    }
+    // Idle: one check per connection per keepalive interval, not per call.
+    let mut wakeups = 0;
+    let mut now = 2_000;
+    while now < 12_000 {
+        let next = hub.poll_timeout().expect("open links have timers");
+        now = next.max(now);
+        hub.handle_timeout(now);
+        for edge in &mut edges {
+            edge.keepalive(&mut hub, now);
+        }
+        while hub.poll_transmit(now).is_some() {}
+        wakeups += 1;
+    }
+    assert_eq!(hub.connected(), 50);
+    assert!(wakeups <= 40, "{wakeups} wakeups in 10 keepalive intervals");
+}
