@@ -193,15 +193,13 @@ impl NodeState {
             }
         }
         while self.inflight.len() < window {
-            let Some((key, mut message)) = self.queue.pop_front_with_key() else {
+            // Once in the window a version is as good as delivered: it is
+            // sent until acknowledged, so anything older is stale from now.
+            let Some((key, mut message)) = self.queue.pop_for_send() else {
                 break;
             };
             message.header.seq = self.next_seq;
             message.header.best_effort = false;
-            // Once in the window a version is as good as delivered: it is
-            // sent until acknowledged, so anything older is stale from now.
-            self.queue
-                .acknowledged(&key, message.header.resource_version);
             batch.push(&message);
             self.inflight.push_back(InFlight {
                 seq: self.next_seq,

@@ -16,6 +16,7 @@
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use schema::Message;
 use schema::records::ObjectKey;
@@ -28,14 +29,16 @@ pub const DELETE_OPERATION: &str = "delete";
 ///
 /// It is an upper estimate, on 64-bit targets, of the fixed-size memory one
 /// entry occupies: the [`Message`] struct with the entry's bookkeeping, the
-/// two copies of the [`ObjectKey`] struct (one in the map, one in the FIFO)
-/// and the hash table's slack; a compile-time check keeps it honest. The
+/// shared [`ObjectKey`] allocation with its reference counts, the two
+/// pointers to it (one in the map, one in the FIFO) and the hash table's
+/// slack; a compile-time check keeps it honest. The
 /// key's own strings are not charged: they repeat names the route's
 /// `resource` already carries, which `payload_len` counts.
 pub const ENTRY_OVERHEAD: usize = 512;
 
 const _: () = assert!(
-    size_of::<Pending>() + 2 * size_of::<ObjectKey>() + 16 <= ENTRY_OVERHEAD,
+    size_of::<Pending>() + size_of::<ObjectKey>() + 16 + 2 * size_of::<Arc<ObjectKey>>() + 16
+        <= ENTRY_OVERHEAD,
     "ENTRY_OVERHEAD no longer covers an entry's fixed-size memory"
 );
 
@@ -103,9 +106,9 @@ pub struct NodeQueue {
     bytes: usize,
     needs_resync: bool,
     /// Invariant: holds exactly the keys of `order`.
-    pending: HashMap<ObjectKey, Pending>,
+    pending: HashMap<Arc<ObjectKey>, Pending>,
     /// Keys with a pending message, each once, oldest first.
-    order: VecDeque<ObjectKey>,
+    order: VecDeque<Arc<ObjectKey>>,
     acked: HashMap<ObjectKey, u64>,
 }
 
@@ -177,12 +180,13 @@ impl NodeQueue {
             delete,
             cost,
         };
-        match self.pending.entry(key) {
+        match self.pending.entry(Arc::new(key)) {
             MapEntry::Occupied(mut slot) => PushOutcome::Replaced {
                 previous: slot.insert(entry).resource_version,
             },
             MapEntry::Vacant(slot) => {
-                self.order.push_back(slot.key().clone());
+                // The FIFO shares the map's key: no copy of its strings.
+                self.order.push_back(Arc::clone(slot.key()));
                 slot.insert(entry);
                 PushOutcome::Queued
             }
@@ -201,14 +205,42 @@ impl NodeQueue {
     /// acknowledged a version at least as new, are discarded on the way.
     pub fn pop_front_with_key(&mut self) -> Option<(ObjectKey, Message)> {
         while let Some(key) = self.order.pop_front() {
-            let Some(entry) = self.pending.remove(&key) else {
+            let Some(entry) = self.pending.remove(&*key) else {
                 continue;
             };
             self.bytes = self.bytes.saturating_sub(entry.cost);
-            if let Some(&known) = self.acked.get(&key)
+            if let Some(&known) = self.acked.get(&*key)
                 && is_stale(entry.resource_version, entry.delete, known)
             {
                 continue;
+            }
+            // The map's copy went with `remove`: this is the last owner.
+            let key = Arc::try_unwrap(key).unwrap_or_else(|shared| (*shared).clone());
+            return Some((key, entry.message));
+        }
+        None
+    }
+
+    /// Takes the oldest pending message for the send window and records its
+    /// version as the newest the node will have: it is sent until it is
+    /// acknowledged, so anything older is stale from now on. The same as
+    /// [`pop_front_with_key`](Self::pop_front_with_key) followed by
+    /// [`acknowledged`](Self::acknowledged), with one lookup instead of two.
+    pub fn pop_for_send(&mut self) -> Option<(ObjectKey, Message)> {
+        while let Some(key) = self.order.pop_front() {
+            let Some(entry) = self.pending.remove(&*key) else {
+                continue;
+            };
+            self.bytes = self.bytes.saturating_sub(entry.cost);
+            let key = Arc::try_unwrap(key).unwrap_or_else(|shared| (*shared).clone());
+            let rv = entry.resource_version;
+            match self.acked.get_mut(&key) {
+                Some(known) if is_stale(rv, entry.delete, *known) => continue,
+                Some(known) => *known = (*known).max(rv),
+                None if rv != 0 => {
+                    self.acked.insert(key.clone(), rv);
+                }
+                None => {}
             }
             return Some((key, entry.message));
         }

@@ -309,3 +309,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn popping_for_send_makes_older_versions_stale_and_skips_superseded_ones() {
+    let mut q = NodeQueue::new(1 << 20);
+    let _ = q.push(key("a"), msg("a3", 3, "update"));
+    let _ = q.push(key("b"), msg("b3", 3, "update"));
+    let (k, m) = q.pop_for_send().unwrap();
+    assert_eq!((k, m.header.id.as_str()), (key("a"), "a3"));
+    // Version 3 of "a" is on its way: 2 is stale, 4 is news.
+    assert!(matches!(
+        q.push(key("a"), msg("a2", 2, "update")),
+        PushOutcome::Stale { known: 3 }
+    ));
+    assert_eq!(
+        q.push(key("a"), msg("a4", 4, "update")),
+        PushOutcome::Queued
+    );
+    // "b" was acknowledged at 5 while pending: skipped, not sent.
+    q.acknowledged(&key("b"), 5);
+    let (_, m) = q.pop_for_send().unwrap();
+    assert_eq!(m.header.id, "a4");
+    assert!(q.pop_for_send().is_none());
+    assert_eq!((q.len(), q.bytes()), (0, 0));
+}
