@@ -18,8 +18,10 @@
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use schema::codec::{DecodeError, DecoderConfig};
 use schema::fb::CloseReason;
@@ -176,8 +178,8 @@ impl Hub {
         Self {
             encoder: FrameEncoder::new(config.max_frame_bytes),
             config,
-            nodes: HashMap::new(),
-            conns: HashMap::new(),
+            nodes: HashMap::default(),
+            conns: HashMap::default(),
             connected: 0,
             dirty: VecDeque::new(),
             timers: BinaryHeap::new(),

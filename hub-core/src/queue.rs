@@ -14,9 +14,11 @@
 //! After [`PushOutcome::Overflow`] the application calls
 //! [`resync_started`](NodeQueue::resync_started) and pushes a full snapshot.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use schema::Message;
 use schema::records::ObjectKey;
@@ -126,9 +128,9 @@ impl NodeQueue {
             budget,
             bytes: 0,
             needs_resync: false,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             order: VecDeque::new(),
-            acked: HashMap::new(),
+            acked: HashMap::default(),
         }
     }
 
@@ -316,7 +318,7 @@ impl NodeQueue {
     }
 
     fn release_all(&mut self) {
-        self.pending = HashMap::new();
+        self.pending = HashMap::default();
         self.order = VecDeque::new();
         self.bytes = 0;
     }
