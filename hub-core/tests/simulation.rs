@@ -245,36 +245,37 @@ impl World {
         }
     }
 
-    fn update_object(&mut self, node: usize) {
+    /// One of the node's objects, chosen at random.
+    fn random_resource(&mut self) -> String {
         let name = self.rng.below(self.objects_per_node);
-        let resource = format!("default/configmap/c{name}");
-        let rv = self.control.next_rv;
-        self.control.next_rv += 1;
-        self.control
-            .desired
-            .insert((node, resource.clone()), (rv, false));
-        self.send(node, &resource, rv, false);
+        format!("default/configmap/c{name}")
+    }
+
+    fn update_object(&mut self, node: usize) {
+        let resource = self.random_resource();
+        self.change(node, resource, false);
     }
 
     fn delete_object(&mut self, node: usize) {
-        let name = self.rng.below(self.objects_per_node);
-        let resource = format!("default/configmap/c{name}");
-        match self.control.desired.get(&(node, resource.clone())) {
-            Some((_, false)) => {}
-            _ => return,
+        let resource = self.random_resource();
+        if let Some((_, false)) = self.control.desired.get(&(node, resource.clone())) {
+            self.change(node, resource, true);
         }
+    }
+
+    /// The control side changes an object: a new resourceVersion, sent on.
+    fn change(&mut self, node: usize, resource: String, deleted: bool) {
         let rv = self.control.next_rv;
         self.control.next_rv += 1;
         self.control
             .desired
-            .insert((node, resource.clone()), (rv, true));
-        self.send(node, &resource, rv, true);
+            .insert((node, resource.clone()), (rv, deleted));
+        self.send(node, &resource, rv, deleted);
     }
 
     /// A lagging watch on the control side sends an old version again.
     fn replay_stale(&mut self, node: usize) {
-        let name = self.rng.below(self.objects_per_node);
-        let resource = format!("default/configmap/c{name}");
+        let resource = self.random_resource();
         let Some(versions) = self.control.history.get(&(node, resource.clone())) else {
             return;
         };

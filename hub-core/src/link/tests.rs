@@ -10,7 +10,11 @@ use schema::frames::{Close, Hello, Welcome};
 /// A frame the link sent, reduced to what the tests look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sent {
-    Hello { node_id: String, resume_seq: u64 },
+    Hello {
+        node_id: String,
+        resume_seq: u64,
+        received_seq: u64,
+    },
     Ack(u64),
     Keepalive,
     Batch(Vec<u64>),
@@ -35,6 +39,7 @@ fn decode(bytes: &[u8]) -> Vec<Sent> {
                 Sent::Hello {
                     node_id: h.node_id().unwrap_or_default().to_owned(),
                     resume_seq: h.resume_seq(),
+                    received_seq: h.received_seq(),
                 }
             }
             FrameView::Ack(a) => Sent::Ack(a.seq()),
@@ -176,6 +181,15 @@ fn ended(link: &mut Link) -> Option<CloseReason> {
     *reason
 }
 
+/// The `Hello` node-a sends with these resume points.
+fn hello(resume_seq: u64, received_seq: u64) -> Sent {
+    Sent::Hello {
+        node_id: "node-a".to_owned(),
+        resume_seq,
+        received_seq,
+    }
+}
+
 #[test]
 fn handshake_sends_hello_with_the_committed_seq() {
     let mut l = link(42);
@@ -184,11 +198,7 @@ fn handshake_sends_hello_with_the_committed_seq() {
     assert_eq!(l.poll_timeout(), None, "the glue is connecting");
     l.handle_connected(0);
     let (sent, closed) = transmit(&mut l, 0);
-    let hello = Sent::Hello {
-        node_id: "node-a".to_owned(),
-        resume_seq: 42,
-    };
-    assert_eq!((sent, closed), (vec![hello], false));
+    assert_eq!((sent, closed), (vec![hello(42, 42)], false));
     assert!(!l.is_up());
     assert_eq!(l.poll_timeout(), Some(10_000), "handshake deadline");
 }
@@ -260,14 +270,8 @@ fn seen_seqs_survive_a_reconnect_and_hello_carries_the_committed_seq() {
     l.handle_disconnected(2);
     assert_eq!(ended(&mut l), None);
     let at = l.poll_timeout().unwrap();
-    let hello = connect(&mut l, at);
-    assert_eq!(
-        hello,
-        [Sent::Hello {
-            node_id: "node-a".to_owned(),
-            resume_seq: 2
-        }]
-    );
+    // Committed 2, received 3: a restarted hub numbers above 3.
+    assert_eq!(connect(&mut l, at), [hello(2, 3)]);
     l.handle_bytes(&welcome(0, 1000, 16), at);
     l.handle_bytes(&batch(&[down(3), down(4)]), at);
     assert_eq!(delivered(&events(&mut l)), [4], "3 was already handed over");
@@ -665,14 +669,7 @@ fn commits_while_down_travel_in_hello_not_in_an_ack() {
     l.handle_disconnected(2);
     l.handle_committed(2);
     let at = l.poll_timeout().unwrap();
-    let hello = connect(&mut l, at);
-    assert_eq!(
-        hello,
-        [Sent::Hello {
-            node_id: "node-a".to_owned(),
-            resume_seq: 2
-        }]
-    );
+    assert_eq!(connect(&mut l, at), [hello(2, 2)]);
     l.handle_bytes(&welcome(0, 1000, 16), at);
     assert_eq!(transmit(&mut l, at).0, NOTHING, "no Ack repeats the Hello");
 }
