@@ -201,6 +201,15 @@ impl Hub {
         self.nodes.get(node).map(NodeState::depth)
     }
 
+    /// Messages queued and in flight over all of the shard's nodes. Walks
+    /// every node: call it for metrics, not per message.
+    pub fn depth_totals(&self) -> (usize, usize) {
+        self.nodes
+            .values()
+            .map(NodeState::depth)
+            .fold((0, 0), |(q, f), (dq, df)| (q + dq, f + df))
+    }
+
     /// A connection is ready; `identity` is the node id its client
     /// certificate proves (`None` on the benchmark-only plaintext port, where
     /// `Hello` is trusted).

@@ -67,18 +67,46 @@ pub struct OutboxEntry {
     pub message: Message,
 }
 
+/// An object version a node durably committed, as reported to the control
+/// side.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct DeliveredObject {
+    pub key: ObjectKey,
+    pub resource_version: u64,
+}
+
 /// One record in a shared-memory ring between `cloudcontrol` and a shard.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum RingRecord {
-    /// control → shard: deliver `message` to `node_id`.
-    Downstream { node_id: String, message: Message },
-    /// shard → control: `node_id` sent `message`.
+    /// control → shard: deliver `message` to `node_id`, replacing any pending
+    /// version of `key`; sent at most once, and only while the node is
+    /// connected, when `message.header.best_effort` is set.
+    Downstream {
+        node_id: String,
+        key: ObjectKey,
+        message: Message,
+    },
+    /// control → shard: the control side took over `node_id`'s upstream
+    /// messages up to `seq`, so the shard may acknowledge them to the edge.
+    Committed { node_id: String, seq: u64 },
+    /// control → shard: a full snapshot of `node_id`'s objects follows.
+    ResyncStarted { node_id: String },
+    /// shard → control: `node_id` sent `message` (its `header.seq` numbers it).
     Upstream { node_id: String, message: Message },
-    /// shard → control: `node_id` durably committed everything up to `seq`.
-    Acked { node_id: String, seq: u64 },
+    /// shard → control: `node_id` durably committed these object versions.
+    Delivered {
+        node_id: String,
+        objects: Vec<DeliveredObject>,
+    },
+    /// shard → control: `node_id`'s queue overflowed or it lost committed
+    /// data; send it a full snapshot.
+    ResyncNeeded { node_id: String },
     /// shard → control: `node_id` completed its handshake.
     Connected { node_id: String, at_ms: u64 },
-    /// shard → control: `node_id`'s link closed with a `CloseReason` code.
+    /// shard → control: `node_id`'s link closed with a `CloseReason` code
+    /// (`u8::MAX` when the transport was lost without a `Close`).
     Disconnected {
         node_id: String,
         at_ms: u64,

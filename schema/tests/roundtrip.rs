@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use schema::fb::CloseReason;
 use schema::frames::{Close, Hello, Welcome};
 use schema::records::{
-    self, ArchivedStoredObject, ObjectKey, OutboxEntry, RingRecord, StoredObject,
+    self, ArchivedStoredObject, DeliveredObject, ObjectKey, OutboxEntry, RingRecord, StoredObject,
 };
 use schema::{FrameDecoder, FrameEncoder, FrameView, Header, Message, Route, beehive};
 
@@ -208,16 +208,19 @@ proptest! {
         seq in any::<u64>(),
         created_ms in any::<u64>(),
         node_id in text(),
-        which in 0u8..5,
+        which in 0u8..8,
     ) {
         let entry = OutboxEntry { seq, created_ms, message: message.clone() };
         prop_assert_eq!(records::from_bytes::<OutboxEntry>(&records::to_bytes(&entry)).unwrap(), entry);
 
         let record = match which {
-            0 => RingRecord::Downstream { node_id, message },
+            0 => RingRecord::Downstream { node_id: node_id.clone(), key: ObjectKey { kind: "pod".into(), namespace: node_id, name: "web".into() }, message },
             1 => RingRecord::Upstream { node_id, message },
-            2 => RingRecord::Acked { node_id, seq },
+            2 => RingRecord::Committed { node_id, seq },
             3 => RingRecord::Connected { node_id, at_ms: created_ms },
+            4 => RingRecord::ResyncStarted { node_id },
+            5 => RingRecord::ResyncNeeded { node_id },
+            6 => RingRecord::Delivered { node_id, objects: vec![DeliveredObject { key: ObjectKey::default(), resource_version: seq }] },
             _ => RingRecord::Disconnected { node_id, at_ms: created_ms, reason: 2 },
         };
         let bytes = records::to_bytes(&record);
