@@ -29,6 +29,12 @@ commands:
           --hub-bin PATH          cloudhub to run (default: beside fleetbench,
                                   built with cargo if missing)
           --out DIR (target/fleetbench)
+  compare [the same flags]
+        the downstream workload (each node receives its own --objects
+        messages) through Apiary, mosquitto (QoS 1, one topic per node),
+        rumqttd (embedded) and nats-server (one subject per node), side by
+        side with ratios; mosquitto and nats-server are started when
+        installed (apt-get install mosquitto nats-server)
   --version
 
 The criterion benches run with: cargo bench -p benches";
@@ -51,6 +57,12 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Some("compare") => {
+            if let Err(e) = compare(&args[1..]) {
+                eprintln!("fleetbench compare: {e}");
+                std::process::exit(1);
+            }
+        }
         Some(name) if benches::fleet::Scenario::parse(name).is_some() => {
             let scenario = benches::fleet::Scenario::parse(name).expect("checked");
             if let Err(e) = fleet(scenario, &args[1..]) {
@@ -71,6 +83,22 @@ fn fleet(scenario: benches::fleet::Scenario, args: &[String]) -> Result<(), Stri
     println!("{}", report.markdown());
     let (json, svg) = report.write(&options.out)?;
     println!("figures: {}  plot: {}", json.display(), svg.display());
+    Ok(())
+}
+
+fn compare(args: &[String]) -> Result<(), String> {
+    let options = benches::fleet::Options::parse(args).map_err(|e| format!("{e}\n\n{USAGE}"))?;
+    let results = benches::fleet::compare::run(&options)?;
+    println!(
+        "{} nodes, {} messages of {} bytes each, point to point\n",
+        options.nodes, options.objects, options.payload
+    );
+    println!("{}", benches::fleet::compare::markdown(&results));
+    std::fs::create_dir_all(&options.out).map_err(|e| e.to_string())?;
+    let path = options.out.join("fleetbench-compare.json");
+    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(&path, json).map_err(|e| e.to_string())?;
+    println!("figures: {}", path.display());
     Ok(())
 }
 

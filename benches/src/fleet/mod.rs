@@ -6,6 +6,7 @@
 //! Order of a run: limits → certificates → hub → edges connect → the
 //! scenario's phase → figures (table, JSON, SVG).
 
+pub mod compare;
 pub mod control;
 pub mod edge;
 pub mod hub;
