@@ -1,0 +1,1 @@
+//! Client of an external MQTT broker (placeholder).
