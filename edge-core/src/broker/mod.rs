@@ -13,6 +13,7 @@
 mod codec;
 mod core;
 pub mod external;
+mod external_glue;
 mod serve;
 mod session;
 mod topic;
