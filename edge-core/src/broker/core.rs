@@ -406,13 +406,13 @@ impl Broker {
             let mut m = msg.clone();
             m.qos = m.qos.min(granted);
             m.retain = false;
-            if s.enqueue(m, self.cfg.max_queued_messages) {
-                if let Some(cid) = s.conn {
-                    mark_ready(&mut self.conns, &mut self.ready, cid);
-                }
-            } else {
-                self.stats.dropped_messages += 1;
+            let before = s.dropped;
+            if s.enqueue(m, self.cfg.max_queued_messages)
+                && let Some(cid) = s.conn
+            {
+                mark_ready(&mut self.conns, &mut self.ready, cid);
             }
+            self.stats.dropped_messages += s.dropped - before;
         }
     }
 
