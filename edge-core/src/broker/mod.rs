@@ -12,6 +12,8 @@
 
 mod codec;
 mod core;
+mod dispatch;
+mod encode;
 pub mod external;
 mod external_glue;
 mod serve;
@@ -79,6 +81,9 @@ pub struct BrokerConfig {
     /// Messages queued per client (online or offline); beyond it the oldest
     /// QoS 0 message is dropped, or the new one refused. Default 1000.
     pub max_queued_messages: usize,
+    /// Bytes of queued payloads and topics per client, same policy.
+    /// Default 1 MiB.
+    pub max_queued_bytes: usize,
     /// QoS 1 messages in flight per client. Default 32.
     pub max_inflight: usize,
     /// Subscriptions per client. Default 100.
@@ -87,6 +92,8 @@ pub struct BrokerConfig {
     pub max_sessions: usize,
     /// Retained topics. Default 10,000.
     pub max_retained: usize,
+    /// Bytes of retained payloads and topics in all. Default 4 MiB.
+    pub max_retained_bytes: usize,
     /// Messages for the edge waiting to be taken. Default 10,000.
     pub max_local_queue: usize,
     /// Time a socket has to send CONNECT. Default 10 s.
@@ -104,10 +111,12 @@ impl Default for BrokerConfig {
             max_clients: 256,
             max_packet_size: 256 * 1024,
             max_queued_messages: 1000,
+            max_queued_bytes: 1024 * 1024,
             max_inflight: 32,
             max_subscriptions: 100,
             max_sessions: 256,
             max_retained: 10_000,
+            max_retained_bytes: 4 * 1024 * 1024,
             max_local_queue: 10_000,
             connect_timeout_ms: 10_000,
             users: Vec::new(),

@@ -102,12 +102,20 @@ impl BrokerHandle {
     }
 }
 
-/// Serves MQTT clients on `listener` until the listener fails.
-pub async fn serve(listener: TcpListener, handle: BrokerHandle) -> std::io::Result<()> {
+/// Serves MQTT clients on `listener`, forever. A failed accept (out of file
+/// descriptors…) is logged and retried after a short pause.
+pub async fn serve(listener: TcpListener, handle: BrokerHandle) {
     monoio::spawn(timer(handle.clone()));
     let mut next = 0u64;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "MQTT accept failed");
+                monoio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         next += 1;
         let id = ConnId(next);
         let now = handle.now_ms();

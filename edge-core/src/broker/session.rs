@@ -1,7 +1,8 @@
 //! One client's session: its subscriptions, the messages queued for it and
 //! the QoS 1 messages sent to it and not acknowledged yet.
 //!
-//! The queue is bounded: when it is full, the oldest QoS 0 message makes room;
+//! The queue is bounded in messages and bytes: when it is full, the oldest
+//! QoS 0 message makes room;
 //! with no QoS 0 message to drop, the new message is refused and counted.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -20,6 +21,7 @@ pub(crate) struct Session {
     subs: Vec<(TopicFilter, u8)>,
     /// Messages waiting to be sent; `Msg::qos` is the delivery QoS.
     queue: VecDeque<Msg>,
+    queued_bytes: usize,
     inflight: BTreeMap<u16, Msg>,
     next_pid: u16,
     /// Send every in-flight message again (with DUP) before anything new.
@@ -37,6 +39,7 @@ impl Session {
             version,
             subs: Vec::new(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             inflight: BTreeMap::new(),
             next_pid: 1,
             resend: false,
@@ -77,22 +80,25 @@ impl Session {
     }
 
     /// Queues `msg` (its QoS already reduced to the granted one).
-    pub(crate) fn enqueue(&mut self, msg: Msg, max_queued: usize) -> bool {
+    pub(crate) fn enqueue(&mut self, msg: Msg, limits: (usize, usize)) -> bool {
+        let (max_queued, max_bytes) = limits;
         if self.conn.is_none() && msg.qos == 0 {
             return false;
         }
-        if self.queue.len() >= max_queued {
-            match self.queue.iter().position(|m| m.qos == 0) {
-                Some(i) => {
-                    self.queue.remove(i);
-                    self.dropped += 1;
-                }
-                None => {
-                    self.dropped += 1;
-                    return false;
-                }
+        let size = msg_size(&msg);
+        while self.queue.len() >= max_queued
+            || (!self.queue.is_empty() && self.queued_bytes + size > max_bytes)
+        {
+            let Some(i) = self.queue.iter().position(|m| m.qos == 0) else {
+                self.dropped += 1;
+                return false;
+            };
+            if let Some(m) = self.queue.remove(i) {
+                self.queued_bytes -= msg_size(&m);
             }
+            self.dropped += 1;
         }
+        self.queued_bytes += size;
         self.queue.push_back(msg);
         true
     }
@@ -129,6 +135,7 @@ impl Session {
             let Some(msg) = self.queue.pop_front() else {
                 break;
             };
+            self.queued_bytes -= msg_size(&msg);
             if msg.qos == 0 {
                 codec::encode(
                     self.version,
@@ -175,6 +182,7 @@ impl Session {
         self.conn = None;
         self.offline_since_ms = now_ms;
         self.queue.retain(|m| m.qos > 0);
+        self.queued_bytes = self.queue.iter().map(msg_size).sum();
     }
 
     /// A new connection took the session over: resend what was in flight.
@@ -184,4 +192,9 @@ impl Session {
         self.expiry_s = expiry_s;
         self.resend = true;
     }
+}
+
+/// Bytes a queued message holds (payload and topic).
+fn msg_size(m: &Msg) -> usize {
+    m.payload.len() + m.topic.len()
 }

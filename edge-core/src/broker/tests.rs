@@ -326,3 +326,44 @@ fn fuzz_bytes_smoke() {
     super::fuzz_bytes(&[1, 3, 0x30, 0x03, 0x00, 0x01, b'a']);
     super::fuzz_bytes(&[2, 1, 0xe0, 0x00]);
 }
+
+#[test]
+fn byte_limits_bound_queues_and_retained_store() {
+    let cfg = BrokerConfig {
+        max_queued_bytes: 2000,
+        max_retained_bytes: 1500,
+        ..BrokerConfig::default()
+    };
+    let mut b = Broker::new(cfg);
+    connect3(&mut b, 1, "slow", true, 30, 0);
+    subscribe3(&mut b, 1, "t", QoS::Level1);
+    connect3(&mut b, 2, "pub", true, 30, 0);
+    publish3(&mut b, 2, "t", QosPid::Level0, "first");
+    let t = std::iter::from_fn(|| b.poll_transmit())
+        .find(|t| t.conn == ConnId(1))
+        .expect("first");
+    for i in 0..5u16 {
+        publish3(&mut b, 2, "t", QosPid::Level1(pid(i + 1)), &"x".repeat(900));
+    }
+    b.handle_sent(t.conn);
+    // 2000 bytes hold two 901-byte messages; the other three were refused.
+    assert_eq!(publishes(&drain3(&mut b, 1)).len(), 2);
+    assert_eq!(b.stats().dropped_messages, 3);
+
+    for topic in ["r/1", "r/2"] {
+        let p = v3::Publish {
+            retain: true,
+            ..v3::Publish::new(
+                QosPid::Level0,
+                TopicName::try_from(topic).unwrap(),
+                Bytes::from(vec![b'r'; 1000]),
+            )
+        };
+        b.handle_bytes(ConnId(2), &enc3(v3::Packet::Publish(p)), 0);
+    }
+    assert_eq!(
+        b.stats().retained,
+        1,
+        "the second retained message is over the byte limit"
+    );
+}
