@@ -385,3 +385,40 @@ async fn client_limit_refuses_the_extra_client() {
         Ok(_) => panic!("third client accepted"),
     }
 }
+
+#[tokio::test]
+async fn mqtt5_client_subscribes_and_publishes_on_hw_topic() {
+    use rumqttc::v5::mqttbytes::QoS as Qos5;
+    use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+    let addr = start(BrokerConfig::default());
+    let (c, mut el) = Client5::new(
+        Options5::new("five", addr.ip().to_string(), addr.port()),
+        10,
+    );
+    c.subscribe("$hw/events/device/+/state/update", Qos5::AtLeastOnce)
+        .await
+        .unwrap();
+    c.publish(
+        "$hw/events/device/d5/state/update",
+        Qos5::AtLeastOnce,
+        false,
+        "on",
+    )
+    .await
+    .unwrap();
+    let p = tokio::time::timeout(WAIT, async {
+        loop {
+            match el.poll().await {
+                Ok(Event5::Incoming(Packet5::Publish(p))) => return p,
+                Ok(_) => {}
+                Err(e) => panic!("MQTT 5 connection failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("publish in time");
+    assert_eq!(&p.topic[..], b"$hw/events/device/d5/state/update");
+    assert_eq!(&p.payload[..], b"on");
+    assert_eq!(p.qos, Qos5::AtLeastOnce);
+}
