@@ -422,3 +422,37 @@ async fn mqtt5_client_subscribes_and_publishes_on_hw_topic() {
     assert_eq!(&p.payload[..], b"on");
     assert_eq!(p.qos, Qos5::AtLeastOnce);
 }
+
+#[tokio::test]
+async fn unacknowledged_qos1_comes_again_after_reconnect() {
+    let addr = start(BrokerConfig::default());
+    let mut o = opts(addr, "forgetful");
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    let (c, mut el, _) = connect(o.clone()).await.unwrap();
+    subscribe(
+        &c,
+        &mut el,
+        "$hw/events/device/+/twin/update/delta",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let (publ, publ_el, _) = connect(opts(addr, "pub")).await.unwrap();
+    let _d = drive(publ_el);
+    publ.publish(
+        "$hw/events/device/d1/twin/update/delta",
+        QoS::AtLeastOnce,
+        false,
+        "once",
+    )
+    .await
+    .unwrap();
+    let first = publish_of(&mut el).await;
+    assert!(!first.dup);
+    drop(el); // gone without PUBACK
+    drop(c);
+    let (_c, mut el, present) = connect(o).await.unwrap();
+    assert!(present);
+    let again = publish_of(&mut el).await;
+    assert_eq!((&again.payload[..], again.dup), (&b"once"[..], true));
+}

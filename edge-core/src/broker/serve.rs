@@ -17,7 +17,7 @@ use monoio::net::{TcpListener, TcpStream};
 use super::{Broker, ConnId, LocalMessage};
 
 /// Bytes read per socket read.
-const READ_BUF: usize = 16 * 1024;
+const READ_BUF: usize = 4 * 1024;
 /// The timer task looks at the broker's deadlines at least this often.
 const TICK: Duration = Duration::from_millis(250);
 

@@ -51,8 +51,11 @@ pub struct DeviceTwin {
 }
 
 impl DeviceTwin {
-    /// Opens (creating if needed) DeviceTwin's databases in `env` and loads
-    /// the devices; `node` is this edge's node id.
+    /// Opens (creating if needed) DeviceTwin's databases `twin_devices` and
+    /// `twin_twins` in `env` and loads the devices; `node` is this edge's
+    /// node id. The environment's `max_dbs` must leave room for these two
+    /// named databases besides its other users'. Each change is one write
+    /// transaction, committed before anything about it is output.
     pub fn open(env: &Env, node: &str) -> Result<Self, TwinError> {
         let store = Store::open(env)?;
         let devices = store.load_all()?;
