@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use edge_core::broker::external::{ClientHandle, ExternalConfig, run};
+use edge_core::broker::external::ExternalConfig;
+use edge_core::broker::{EventBus, EventBusConfig, MqttMode};
 use edge_core::twin::DeviceTwin;
 use heed::EnvOpenOptions;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -93,14 +94,20 @@ fn start_edge(dir: &Path, port: u16) -> (mpsc::Receiver<bool>, mpsc::Receiver<St
             .build()
             .unwrap();
         rt.block_on(async move {
-            let cfg = ExternalConfig {
+            let external = ExternalConfig {
                 address: format!("127.0.0.1:{port}"),
                 reconnect_ms: 100,
                 ..ExternalConfig::default()
             };
-            let handle = ClientHandle::new(cfg);
-            monoio::spawn(run(handle.clone()));
-            let h = handle.clone();
+            let cfg = EventBusConfig {
+                mqtt_mode: MqttMode::External,
+                external,
+                ..EventBusConfig::default()
+            };
+            let bus = EventBus::start(&cfg).unwrap();
+            let EventBus::External(h) = bus.clone() else {
+                panic!("external mode")
+            };
             // Report each (re)subscription to the test: a condition polled.
             monoio::spawn(async move {
                 let mut was = false;
@@ -114,10 +121,10 @@ fn start_edge(dir: &Path, port: u16) -> (mpsc::Receiver<bool>, mpsc::Receiver<St
                 }
             });
             loop {
-                let m = handle.next_local().await;
+                let m = bus.next_local().await;
                 twin.handle_mqtt(&m.topic, &m.payload, 1000).unwrap();
                 while let Some((t, p)) = twin.poll_publish() {
-                    handle.publish(&t, p, 1).unwrap();
+                    bus.publish(&t, p, 1).unwrap();
                 }
                 while let Some(m) = twin.poll_upstream() {
                     let _ = up_tx.send(m.route.resource);

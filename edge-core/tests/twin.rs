@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edge_core::broker::{Broker, BrokerConfig, BrokerHandle, serve};
+use edge_core::broker::{EventBus, EventBusConfig};
 use edge_core::twin::DeviceTwin;
 use heed::{Env, EnvOpenOptions};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -47,11 +47,11 @@ fn device(name: &str, ns: &str, desired: &[(&str, &str)]) -> Vec<u8> {
     .unwrap()
 }
 
-/// Broker and DeviceTwin on one monoio thread, as edgecore runs them.
+/// EventBus (embedded broker) and DeviceTwin on one monoio thread, as
+/// edgecore runs them.
 fn start_edge(env: Env) -> (SocketAddr, mpsc::Receiver<schema::Message>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
+    let (addr_tx, addr_rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut twin = DeviceTwin::open(&env, "node1").expect("twin");
         let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
@@ -59,17 +59,16 @@ fn start_edge(env: Env) -> (SocketAddr, mpsc::Receiver<schema::Message>) {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let handle = BrokerHandle::new(Broker::new(BrokerConfig::default()));
-            let l = monoio::net::TcpListener::from_std(listener).unwrap();
-            monoio::spawn(serve(l, handle.clone()));
+            let mut cfg = EventBusConfig::default();
+            cfg.broker.listen = "127.0.0.1:0".to_owned();
+            let bus = EventBus::start(&cfg).expect("listen");
+            addr_tx.send(bus.local_addr().expect("embedded")).unwrap();
             loop {
-                let m = handle.next_local().await;
+                let m = bus.next_local().await;
                 twin.handle_mqtt(&m.topic, &m.payload, unix_ms())
                     .expect("lmdb");
                 while let Some((t, p)) = twin.poll_publish() {
-                    handle
-                        .with(|b| b.publish_local(&t, p, 1, false))
-                        .expect("publish");
+                    bus.publish(&t, p, 1).expect("publish");
                 }
                 while let Some(m) = twin.poll_upstream() {
                     let _ = tx.send(m);
@@ -77,7 +76,7 @@ fn start_edge(env: Env) -> (SocketAddr, mpsc::Receiver<schema::Message>) {
             }
         });
     });
-    (addr, rx)
+    (addr_rx.recv_timeout(WAIT).expect("edge started"), rx)
 }
 
 async fn client(addr: SocketAddr, id: &str, filter: &str) -> (AsyncClient, EventLoop) {

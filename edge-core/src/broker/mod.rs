@@ -8,12 +8,14 @@
 //! (mosquitto) subscribing to the same topics. Messages on the topics the edge
 //! subscribes to ([`KUBEEDGE_TOPICS`]) come out of [`Broker::poll_local`] /
 //! [`external::Client::poll_local`]; DeviceTwin publishes with
-//! [`Broker::publish_local`] / [`external::Client::publish`].
+//! [`Broker::publish_local`] / [`external::Client::publish`]. [`EventBus`]
+//! puts either mode behind one face for the daemon.
 
 mod codec;
 mod core;
 mod dispatch;
 mod encode;
+mod eventbus;
 pub mod external;
 mod external_glue;
 mod serve;
@@ -27,6 +29,7 @@ use serde::Deserialize;
 
 pub use self::codec::FrameError;
 pub use self::core::Broker;
+pub use self::eventbus::{EventBus, EventBusConfig, MqttMode};
 pub use self::serve::{BrokerHandle, serve};
 pub use self::topic::{KUBEEDGE_TOPICS, matches};
 
