@@ -14,18 +14,34 @@ use rumqttc::{
 const WAIT: Duration = Duration::from_secs(10);
 
 fn start(cfg: BrokerConfig) -> SocketAddr {
+    start_with(cfg, false)
+}
+
+/// The broker on a monoio thread: io_uring with fallback (`FusionDriver`),
+/// or the epoll driver alone (`legacy`), as on kernels without io_uring.
+fn start_with(cfg: BrokerConfig, legacy: bool) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
+    // monoio's epoll driver needs a non-blocking socket.
+    listener.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
+        let run = async move {
             let listener = monoio::net::TcpListener::from_std(listener).expect("listener");
-            let handle = BrokerHandle::new(Broker::new(cfg));
-            serve(listener, handle).await
-        })
+            serve(listener, BrokerHandle::new(Broker::new(cfg))).await
+        };
+        if legacy {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .expect("runtime");
+            rt.block_on(run)
+        } else {
+            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
+                .build()
+                .expect("runtime");
+            rt.block_on(run)
+        }
     });
     addr
 }
@@ -455,4 +471,22 @@ async fn unacknowledged_qos1_comes_again_after_reconnect() {
     assert!(present);
     let again = publish_of(&mut el).await;
     assert_eq!((&again.payload[..], again.dup), (&b"once"[..], true));
+}
+
+#[tokio::test]
+async fn legacy_driver_serves_and_closes_silent_clients() {
+    let addr = start_with(BrokerConfig::default(), true);
+    let (sub, mut sub_el, _) = connect(opts(addr, "sub")).await.unwrap();
+    subscribe(&sub, &mut sub_el, "$hw/events/upload/#", QoS::AtLeastOnce).await;
+    let (p, pel, _) = connect(opts(addr, "pub")).await.unwrap();
+    let _d = drive(pel);
+    p.publish("$hw/events/upload/x", QoS::AtLeastOnce, false, "legacy")
+        .await
+        .unwrap();
+    assert_eq!(&publish_of(&mut sub_el).await.payload[..], b"legacy");
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = raw_connect(addr, 1);
+        assert_closed(&mut s);
+    });
+    closed.await.unwrap();
 }
