@@ -490,3 +490,40 @@ async fn legacy_driver_serves_and_closes_silent_clients() {
     });
     closed.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_does_not_stall_the_others() {
+    let addr = start(BrokerConfig::default());
+    // Subscribes, then never reads: its socket buffers fill, its queue
+    // reaches the bound and drops.
+    let stuck = tokio::task::spawn_blocking(move || {
+        let mut s = raw_connect(addr, 0);
+        s.write_all(&[
+            0x82, 12, 0, 1, 0, 7, b'f', b'l', b'o', b'o', b'd', b'/', b'#', 0,
+        ])
+        .unwrap();
+        let mut suback = [0u8; 5];
+        s.read_exact(&mut suback).unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let (sub, mut sub_el, _) = connect(opts(addr, "reader")).await.unwrap();
+    subscribe(&sub, &mut sub_el, "flood/#", QoS::AtLeastOnce).await;
+    let (p, pel, _) = connect(opts(addr, "flooder")).await.unwrap();
+    let _d = drive(pel);
+    const N: usize = 3000;
+    let payload = vec![b'f'; 8 * 1024];
+    let sender = tokio::spawn(async move {
+        for _ in 0..N {
+            p.publish("flood/x", QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .unwrap();
+        }
+    });
+    for _ in 0..N {
+        publish_of(&mut sub_el).await;
+    }
+    sender.await.unwrap();
+    drop(stuck);
+}
