@@ -336,3 +336,52 @@ fn desired_change_from_cloud_publishes_document_and_delta() {
         "object without metadata refused"
     );
 }
+
+#[tokio::test]
+async fn upload_goes_upstream_and_state_update_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = seeded_env(dir.path());
+    let (addr, upstream) = start_edge(env.clone());
+    let (c, mut el) = client(addr, "gateway", "$hw/events/device/+/state/update/result").await;
+    c.publish(
+        "$hw/events/upload/records",
+        QoS::AtLeastOnce,
+        false,
+        r#"{"reading":1}"#,
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while !matches!(
+            el.poll().await.expect("connection"),
+            Event::Incoming(Packet::PubAck(_))
+        ) {}
+    })
+    .await
+    .expect("puback");
+    let up = upstream.recv_timeout(WAIT).expect("upload upstream");
+    assert_eq!(
+        (
+            up.route.source.as_str(),
+            up.route.group.as_str(),
+            up.route.operation.as_str()
+        ),
+        ("eventbus", "user", "upload")
+    );
+    assert_eq!(up.route.resource, "$hw/events/upload/records");
+    assert_eq!(up.content, br#"{"reading":1}"#);
+
+    c.publish(
+        "$hw/events/device/d1/state/update",
+        QoS::AtLeastOnce,
+        false,
+        r#"{"event_id":"s1","state":"online"}"#,
+    )
+    .await
+    .unwrap();
+    let r = next_on(&mut el, "$hw/events/device/d1/state/update/result").await;
+    assert_eq!(r["event_id"], "s1");
+    assert!(r.get("code").is_none());
+    let stored = DeviceTwin::open(&env, "node1").unwrap();
+    assert_eq!(stored.device("d1").unwrap().state, "online");
+}

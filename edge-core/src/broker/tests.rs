@@ -367,3 +367,18 @@ fn byte_limits_bound_queues_and_retained_store() {
         "the second retained message is over the byte limit"
     );
 }
+
+#[test]
+fn upload_topics_reach_the_edge() {
+    let mut b = Broker::new(BrokerConfig::default());
+    connect3(&mut b, 1, "gw", true, 30, 0);
+    publish3(
+        &mut b,
+        1,
+        "$hw/events/upload/records",
+        QosPid::Level1(pid(1)),
+        "r",
+    );
+    let m = b.poll_local().expect("local");
+    assert_eq!(m.topic, "$hw/events/upload/records");
+}
