@@ -272,6 +272,24 @@ async fn malformed_update_and_unknown_device_get_errors_and_change_nothing() {
     let r = next_on(&mut el, "$hw/events/device/ghost/twin/update/result").await;
     assert_eq!(r["code"], 404);
 
+    let many: serde_json::Map<String, Value> = (0..300)
+        .map(|i| (format!("t{i}"), json!({"actual": {"value": "1"}})))
+        .collect();
+    let flood = json!({"event_id": "e4", "twin": many});
+    c.publish(
+        "$hw/events/device/d1/twin/update",
+        QoS::AtLeastOnce,
+        false,
+        flood.to_string(),
+    )
+    .await
+    .unwrap();
+    let r = next_on(&mut el, "$hw/events/device/d1/twin/update/result").await;
+    assert_eq!(
+        (r["event_id"].as_str(), r["code"].as_u64()),
+        (Some("e4"), Some(400))
+    );
+
     assert!(upstream.try_recv().is_err(), "nothing reported upstream");
     let after = DeviceTwin::open(&env, "node1").unwrap();
     assert_eq!(after.device("d1").cloned(), before);

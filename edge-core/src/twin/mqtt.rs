@@ -11,6 +11,8 @@ use super::{DeviceTwin, TwinError};
 /// KubeEdge's result codes.
 const BAD_REQUEST: u16 = 400;
 const NOT_FOUND: u16 = 404;
+/// Twins one device may have; devices add twins by updating new names.
+const MAX_TWINS: usize = 256;
 
 impl DeviceTwin {
     /// A message on one of the edge's topics ([`crate::broker::KUBEEDGE_TOPICS`]).
@@ -118,6 +120,11 @@ impl DeviceTwin {
             if t.optional.is_some() {
                 cur.optional = t.optional;
             }
+        }
+        if dev.twins.len() > MAX_TWINS {
+            let reason = format!("more than {MAX_TWINS} twins");
+            self.error(result_topic, &update.event_id, BAD_REQUEST, &reason, now_ms);
+            return Ok(());
         }
         if dev != old {
             self.store.put(id, &dev)?;
