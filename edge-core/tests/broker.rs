@@ -508,22 +508,24 @@ async fn a_client_that_never_reads_does_not_stall_the_others() {
     })
     .await
     .unwrap();
-    let (sub, mut sub_el, _) = connect(opts(addr, "reader")).await.unwrap();
+    let big = |id: &str| {
+        let mut o = opts(addr, id);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        o
+    };
+    let (sub, mut sub_el, _) = connect(big("reader")).await.unwrap();
     subscribe(&sub, &mut sub_el, "flood/#", QoS::AtLeastOnce).await;
-    let (p, pel, _) = connect(opts(addr, "flooder")).await.unwrap();
+    let (p, pel, _) = connect(big("flooder")).await.unwrap();
     let _d = drive(pel);
-    const N: usize = 3000;
-    let payload = vec![b'f'; 8 * 1024];
-    let sender = tokio::spawn(async move {
-        for _ in 0..N {
-            p.publish("flood/x", QoS::AtLeastOnce, false, payload.clone())
-                .await
-                .unwrap();
-        }
-    });
-    for _ in 0..N {
-        publish_of(&mut sub_el).await;
+    // 25 MB in all: far more than the stuck client's socket buffers and its
+    // 1 MiB queue bound. The reader gets each message before the next is sent.
+    let payload = vec![b'f'; 32 * 1024];
+    for i in 0..800 {
+        p.publish("flood/x", QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+        let got = publish_of(&mut sub_el).await;
+        assert_eq!(got.payload.len(), payload.len(), "message {i}");
     }
-    sender.await.unwrap();
     drop(stuck);
 }
