@@ -19,7 +19,11 @@ use crate::shard::Shard;
 use crate::tls::Session;
 
 /// Records taken from the control ring per turn before other tasks run.
-const RING_BATCH: usize = 1024;
+/// Everything taken in one turn leaves in one flush, so a larger turn means
+/// more messages per node per send: 1,024 gave 40k msg per hub CPU-second
+/// in `fleetbench downstream --nodes 5000 --objects 40`, 16,384 gave 118k
+/// (a turn of 16k records is about 10 ms of work).
+const RING_BATCH: usize = 16384;
 /// Longest sleep of the timer loop (and so the latency of a shutdown).
 const TICK: Duration = Duration::from_millis(50);
 
