@@ -167,7 +167,7 @@ fn hub_thread(
         loop {
             match commands.try_recv() {
                 Ok((key, m)) => {
-                    hub.handle_downstream(NODE, key, m).unwrap();
+                    let _ = hub.handle_downstream(NODE, key, m).unwrap();
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,
