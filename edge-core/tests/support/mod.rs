@@ -33,14 +33,21 @@ pub struct Pki {
 }
 
 pub fn pki(dir: &Path) -> Pki {
+    pki_with_ca_key(dir).0
+}
+
+/// As [`pki`], also returning the CA's parameters and key (PEM) for a
+/// signing server.
+pub fn pki_with_ca_key(dir: &Path) -> (Pki, CertificateParams, String) {
     let ca_key = KeyPair::generate().unwrap();
+    let ca_key_pem = ca_key.serialize_pem();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "apiary test CA");
     ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, &ca_key);
+    let issuer = Issuer::new(ca_params.clone(), &ca_key);
 
     let server_key = KeyPair::generate().unwrap();
     let mut sp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
@@ -59,14 +66,15 @@ pub fn pki(dir: &Path) -> Pki {
         std::fs::write(&p, text).unwrap();
         p
     };
-    Pki {
+    let pki = Pki {
         ca: write("ca.crt", ca.pem()),
         ca_der: ca.der().to_vec(),
         server_cert: server.der().to_vec(),
         server_key: server_key.serialize_der(),
         edge_cert: write("edge.crt", edge.pem()),
         edge_key: write("edge.key", edge_key.serialize_pem()),
-    }
+    };
+    (pki, ca_params, ca_key_pem)
 }
 
 /// What the test cloud saw.
