@@ -44,6 +44,9 @@ pub enum DaemonError {
 #[derive(Default)]
 pub struct EdgeHooks {
     pub on_change: Vec<ChangeHook>,
+    /// Called once at start, on the daemon's thread, with the handle that
+    /// appends upstream messages to the outbox.
+    pub on_start: Option<Box<dyn FnOnce(Upstream)>>,
 }
 
 /// Called with the objects one commit changed.
@@ -110,6 +113,10 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
         monoio::spawn(metaserver::serve(listener, shared.clone()));
     }
     let (tx, rx) = mpsc::unbounded();
+    let on_start = shared.hooks.borrow_mut().on_start.take();
+    if let Some(on_start) = on_start {
+        on_start(Upstream(tx.clone()));
+    }
     let mut daemon = Daemon::new(config, shared, tx)?;
     daemon.run(rx).await
 }
