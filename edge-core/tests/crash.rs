@@ -76,5 +76,11 @@ fn sigkill_mid_stream_loses_nothing_acknowledged() {
     edge.kill();
     let store = Store::open(&dir.path().join("data"), DEFAULT_MAP_SIZE).unwrap();
     assert_eq!(check_prefix(&store), OBJECTS);
-    assert!(hub.seen.lock().unwrap().connections >= 2);
+    let seen = hub.seen.lock().unwrap();
+    assert!(seen.connections >= 4);
+    // Upstream (a node status per connection at least) survived the kills:
+    // the cloud took seqs 1, 2, 3, … with no gap, each once.
+    let seqs: Vec<u64> = seen.upstream.iter().map(|m| m.header.seq).collect();
+    assert!(seqs.len() >= 3, "{seqs:?}");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
