@@ -187,23 +187,21 @@ impl Daemon {
                 input = rx.next() => input,
                 _ = monoio::time::sleep(wait) => None,
             };
-            match input {
-                Some(input) => {
+            if let Some(input) = input {
+                self.handle_input(input)?;
+                // Group commit: take whatever else already arrived.
+                while let Ok(input) = rx.try_recv() {
                     self.handle_input(input)?;
-                    // Group commit: take whatever else already arrived.
-                    while let Ok(input) = rx.try_recv() {
-                        self.handle_input(input)?;
-                    }
-                }
-                None => {
-                    let now = self.now();
-                    self.link.handle_timeout(now);
-                    if self.next_status.is_some_and(|at| now >= at) {
-                        self.queue_node_status()?;
-                    }
-                    self.maybe_renew();
                 }
             }
+            // Timers are checked after every wake-up, so a busy link still
+            // gets its keepalives, node status and renewal on time.
+            let now = self.now();
+            self.link.handle_timeout(now);
+            if self.next_status.is_some_and(|at| now >= at) {
+                self.queue_node_status()?;
+            }
+            self.maybe_renew();
         }
     }
 
@@ -268,6 +266,9 @@ impl Daemon {
                 .map(|m| m.header.seq)
                 .max()
                 .unwrap_or(0);
+            // A store error ends the process: the link has already counted
+            // these messages as seen and would drop their resends, while a
+            // restarted edgecore resumes from what is committed.
             let committed = self.shared.store.commit(&downstream, seq, acked)?;
             if seq > 0 {
                 self.link.handle_committed(seq);
