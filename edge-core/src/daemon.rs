@@ -82,12 +82,22 @@ pub struct Shared {
 /// counting allocator for the memory budget would be installed as
 /// `#[global_allocator]` in `main.rs`.
 pub fn run(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonError> {
+    let daemon = run_async(config, hooks);
+    // `EDGECORE_IO_DRIVER=legacy` forces epoll (for tests and odd kernels).
+    if std::env::var("EDGECORE_IO_DRIVER").as_deref() == Ok("legacy") {
+        tracing::info!("legacy (epoll) driver");
+        return monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map_err(DaemonError::Runtime)?
+            .block_on(daemon);
+    }
     // io_uring where the kernel has it, epoll otherwise.
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()
-        .map_err(DaemonError::Runtime)?;
-    rt.block_on(run_async(config, hooks))
+        .map_err(DaemonError::Runtime)?
+        .block_on(daemon)
 }
 
 async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonError> {

@@ -163,6 +163,16 @@ fn kube_client_lists_gets_and_watches() {
 
 #[test]
 fn offline_start_serves_the_store_and_resumes_when_the_cloud_returns() {
+    offline_start("fusion");
+}
+
+/// The same on the epoll driver, used where io_uring is unavailable.
+#[test]
+fn offline_start_and_resume_on_the_legacy_driver() {
+    offline_start("legacy");
+}
+
+fn offline_start(driver: &str) {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(&dir.path().join("pki"));
     // A port nobody listens on yet; the cloud comes up there later.
@@ -179,7 +189,7 @@ fn offline_start_serves_the_store_and_resumes_when_the_cloud_returns() {
         m.header.seq = 1;
         store.commit([&m], 1, None).unwrap();
     }
-    let edge = Edge::start(&edge_config(dir.path(), &pki, &cloud));
+    let edge = Edge::start_with_driver(&edge_config(dir.path(), &pki, &cloud), driver);
     let rt = rt();
     rt.block_on(async {
         let pods: Api<Pod> = Api::namespaced(client(&edge), "default");

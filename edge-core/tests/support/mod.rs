@@ -285,10 +285,17 @@ pub struct Edge {
 
 impl Edge {
     pub fn start(config: &Path) -> Self {
+        Self::start_with_driver(config, "fusion")
+    }
+
+    /// As [`start`](Self::start) with monoio driver `driver` (`legacy`
+    /// forces epoll).
+    pub fn start_with_driver(config: &Path, driver: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgecore"))
             .args(["run", "--config"])
             .arg(config)
             .env("EDGECORE_LOG", "warn")
+            .env("EDGECORE_IO_DRIVER", driver)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
