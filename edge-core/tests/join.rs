@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use rcgen::{CertificateParams, DnType, Issuer, KeyPair, PublicKeyData, SignatureAlgorithm};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -31,11 +33,14 @@ impl PublicKeyData for CsrKey {
 }
 
 /// The bootstrap endpoint: signs CSRs with a CA of its own (`ca_key`).
+/// The first certificate it issues is already past 90% of its lifetime,
+/// so the edge renews it at once; `issued` counts the certificates.
 fn bootstrap(
     pki: &Pki,
     ca_params: CertificateParams,
     ca_key_pem: String,
     token: String,
+    issued: Arc<AtomicUsize>,
 ) -> SocketAddr {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone()));
@@ -121,6 +126,11 @@ fn bootstrap(
                         };
                         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
                         p.distinguished_name.push(DnType::CommonName, cn);
+                        if issued.fetch_add(1, Ordering::SeqCst) == 0 {
+                            let now = SystemTime::now();
+                            p.not_before = (now - Duration::from_secs(1000)).into();
+                            p.not_after = (now + Duration::from_secs(60)).into();
+                        }
                         (200, p.signed_by(&pk, &issuer).unwrap().der().to_vec())
                     }
                 }
@@ -162,7 +172,8 @@ fn join_gets_a_certificate_that_the_cloud_accepts() {
     let (pki, ca_params, ca_key) = support::pki_with_ca_key(&dir.path().join("pki"));
     let hash = edge_core::join::sha256_hex(&pki.ca_der);
     let token = format!("{hash}.{SECRET}");
-    let cert_server = bootstrap(&pki, ca_params, ca_key, token.clone());
+    let issued = Arc::new(AtomicUsize::new(0));
+    let cert_server = bootstrap(&pki, ca_params, ca_key, token.clone(), issued.clone());
     let hub = TestHub::start(&pki, "127.0.0.1:0");
     let data = dir.path().join("edge");
 
@@ -191,6 +202,8 @@ fn join_gets_a_certificate_that_the_cloud_accepts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(issued.load(Ordering::SeqCst), 1);
+    let first = std::fs::read(data.join("certs/server.crt")).unwrap();
     for f in [
         "ca/rootCA.crt",
         "certs/server.crt",
@@ -213,4 +226,16 @@ fn join_gets_a_certificate_that_the_cloud_accepts() {
     wait_for(30, "the joined edge to commit", || {
         hub.delivered(&k) == Some(1)
     });
+
+    // Rotation: the first certificate is due for renewal, so the running
+    // edge asks for a new one with its token and replaces it on disk.
+    wait_for(30, "the certificate to be renewed", || {
+        issued.load(Ordering::SeqCst) == 2
+            && std::fs::read(data.join("certs/server.crt")).unwrap() != first
+    });
+    let (nb, na) = edge_core::join::validity(&data.join("certs/server.crt")).unwrap();
+    assert!(
+        na - nb > 3600,
+        "the renewed certificate is the long-lived one"
+    );
 }
