@@ -84,14 +84,20 @@ fn kube_client_lists_gets_and_watches() {
 
         // A watcher sees a change made after it started.
         let mut events = watcher(pods.clone(), watcher::Config::default()).boxed();
-        let mut seen_initial = false;
-        while let Some(ev) = events.try_next().await.unwrap() {
-            if let watcher::Event::InitDone = ev {
-                seen_initial = true;
-                break;
+        let initial = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut pods = Vec::new();
+            while let Some(ev) = events.try_next().await.unwrap() {
+                match ev {
+                    watcher::Event::InitApply(p) => pods.push(p.metadata.name.unwrap()),
+                    watcher::Event::InitDone => return pods,
+                    _ => {}
+                }
             }
-        }
-        assert!(seen_initial);
+            panic!("watch ended before its initial list");
+        })
+        .await
+        .expect("the watcher's initial list");
+        assert_eq!(initial, ["a", "b"]);
         send_pod(&hub, "default", "a", 20);
         let changed = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(ev) = events.try_next().await.unwrap() {
