@@ -124,7 +124,7 @@ impl TestHub {
     }
 }
 
-fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
+pub fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
