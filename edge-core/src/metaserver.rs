@@ -28,6 +28,9 @@ pub use http::Request;
 pub use routes::{Resource, Route, route};
 pub use watch::Watches;
 
+/// Time a connection may take to send a whole request, or stay idle.
+const IDLE: Duration = Duration::from_secs(60);
+
 /// Default watch length when the client names none.
 const DEFAULT_WATCH_SECONDS: u64 = 1800;
 
@@ -49,10 +52,12 @@ pub async fn serve(listener: TcpListener, shared: Rc<Shared>) {
 async fn connection(mut stream: TcpStream, shared: Rc<Shared>) {
     let mut buf = Vec::new();
     loop {
-        let req = match http::read_request(&mut stream, &mut buf).await {
-            Ok(Some(req)) => req,
-            Ok(None) => return,
-            Err(e) => {
+        // An idle or trickling client is dropped after a minute.
+        let read = monoio::time::timeout(IDLE, http::read_request(&mut stream, &mut buf)).await;
+        let req = match read {
+            Err(_) | Ok(Ok(None)) => return,
+            Ok(Ok(Some(req))) => req,
+            Ok(Err(e)) => {
                 let status = match e {
                     http::HttpError::TooLarge => 431,
                     _ => 400,
