@@ -18,10 +18,11 @@ use hub_core::link::{Link, LinkConfig, LinkEvent};
 use schema::{Header, Message, Route};
 
 use crate::config::EdgeConfig;
+pub use crate::hooks::{ChangeHook, EdgeHooks, Upstream};
 use crate::join::{self, CertFiles};
 use crate::link::{Connection, Input};
 use crate::metaserver::{self, Watches};
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Why the daemon stopped.
 #[derive(Debug, thiserror::Error)]
@@ -35,39 +36,6 @@ pub enum DaemonError {
         addr: String,
         source: std::io::Error,
     },
-}
-
-/// Where DeviceTwin and the EventBus plug in (HOOK, wired in later):
-/// `on_change` is called after every commit with the objects that changed
-/// (DeviceTwin watches kind `device`), and [`Upstream`] appends messages to
-/// the durable outbox from any task of the thread.
-#[derive(Default)]
-pub struct EdgeHooks {
-    pub on_change: Vec<ChangeHook>,
-    /// Called once at start, on the daemon's thread, with the handle that
-    /// appends upstream messages to the outbox.
-    pub on_start: Option<Box<dyn FnOnce(Upstream)>>,
-}
-
-/// Called with the objects one commit changed.
-pub type ChangeHook = Box<dyn Fn(&[Change])>;
-
-impl std::fmt::Debug for EdgeHooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EdgeHooks({} on_change)", self.on_change.len())
-    }
-}
-
-/// A handle to send upstream messages (device twin reports, pod status…):
-/// they are written to the outbox, then sent when the link allows.
-#[derive(Debug, Clone)]
-pub struct Upstream(mpsc::UnboundedSender<Input>);
-
-impl Upstream {
-    /// Queues `messages`; false once the daemon has stopped.
-    pub fn send(&self, messages: Vec<Message>) -> bool {
-        self.0.unbounded_send(Input::Upstream(messages)).is_ok()
-    }
 }
 
 /// What the daemon's tasks share on its one thread.
@@ -125,7 +93,7 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
     let (tx, rx) = mpsc::unbounded();
     let on_start = shared.hooks.borrow_mut().on_start.take();
     if let Some(on_start) = on_start {
-        on_start(Upstream(tx.clone()));
+        on_start(Upstream::new(tx.clone()));
     }
     let mut daemon = Daemon::new(config, shared, tx)?;
     daemon.run(rx).await

@@ -8,7 +8,7 @@
 //! ([`metaserver`]), certificate bootstrap and rotation ([`join`]), the
 //! TOML configuration ([`config`]) and the loop that ties them together
 //! ([`daemon`]). DeviceTwin and the embedded MQTT broker plug in through
-//! [`daemon::EdgeHooks`]. Nothing is acknowledged to the cloud before it is
+//! [`hooks::EdgeHooks`]. Nothing is acknowledged to the cloud before it is
 //! durable, and the node keeps serving from its store while offline.
 //!
 //! It must never depend on tokio or glommio, start extra threads for its own
@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod hooks;
 pub mod join;
 pub mod link;
 pub mod metaserver;
