@@ -269,25 +269,38 @@ impl Daemon {
         Ok(())
     }
 
+    /// Everything the link has to send, gathered into one send (one TLS
+    /// record run, one syscall); then the close it asked for, if any.
     async fn transmit(&mut self) {
-        while let Some(t) = self.link.poll_transmit(self.now()) {
+        loop {
+            let mut bytes = Vec::new();
+            let mut close = false;
+            while let Some(t) = self.link.poll_transmit(self.now()) {
+                bytes.extend_from_slice(&t.bytes);
+                if t.close {
+                    close = true;
+                    break;
+                }
+            }
             let Some(conn) = self.conn.as_mut() else {
-                continue;
+                return;
             };
-            let sent = if t.bytes.is_empty() {
+            let sent = if bytes.is_empty() {
                 Ok(())
             } else {
-                conn.send(t.bytes).await
+                conn.send(bytes).await
             };
-            if t.close || sent.is_err() {
+            if close || sent.is_err() {
                 if let Some(conn) = self.conn.take() {
                     conn.close().await;
                 }
                 if let Err(e) = sent {
                     tracing::warn!("send failed: {e}");
                     self.link.handle_disconnected(self.now());
+                    continue;
                 }
             }
+            return;
         }
     }
 
