@@ -1,9 +1,28 @@
-//! `edgecore`: the edge daemon.
+//! `edgecore`: Apiary's edge daemon.
 //!
-//! One monoio thread for the link to `cloudhub`, the LMDB store (MetaManager
-//! and outbox), the local MetaServer API, DeviceTwin and the embedded MQTT
-//! broker. It must never depend on tokio or glommio, start extra threads for
-//! its own work, or acknowledge anything to the cloud before it is durable.
+//! One monoio thread keeps an edge node in sync with the cloud and serves it
+//! locally: the link to `cloudhub` over TLS 1.3 with the node's client
+//! certificate ([`link`], driving `hub_core::link::Link`), MetaManager's
+//! LMDB store with newer-only group commits and the durable upstream outbox
+//! ([`store`], [`outbox`]), the read-only Kubernetes-style MetaServer
+//! ([`metaserver`]), certificate bootstrap and rotation ([`join`]), the
+//! TOML configuration ([`config`]) and the loop that ties them together
+//! ([`daemon`]). The EventBus (an embedded MQTT broker, or a client of an
+//! external one: [`broker`]) and DeviceTwin ([`twin`]) plug in through
+//! [`hooks::EdgeHooks`]. Nothing is acknowledged to the cloud before it is
+//! durable, and the node keeps serving from its store while offline.
+//!
+//! It must never depend on tokio or glommio, start extra threads for its own
+//! work, or acknowledge anything to the cloud before it is durable.
 
 pub mod broker;
+pub mod config;
+pub mod daemon;
+pub mod hooks;
+pub mod join;
+pub mod link;
+pub mod metaserver;
+pub mod outbox;
+pub mod store;
+pub mod tls;
 pub mod twin;

@@ -1,0 +1,255 @@
+//! edgecore's configuration file (TOML), named after KubeEdge's edgecore
+//! configuration where the meaning is the same.
+//!
+//! ```toml
+//! [database]
+//! dataSource = "/var/lib/apiary/edge/data"   # LMDB directory
+//!
+//! [modules.edgeHub]
+//! server = "cloud.example:10000"             # cloudhub, TLS
+//! httpServer = "cloud.example:10002"         # certificate bootstrap
+//! tlsCaFile = "/var/lib/apiary/edge/ca/rootCA.crt"
+//! tlsCertFile = "/var/lib/apiary/edge/certs/server.crt"
+//! tlsPrivateKeyFile = "/var/lib/apiary/edge/certs/server.key"
+//! heartbeat = 15                             # seconds
+//!
+//! [modules.edged]
+//! hostnameOverride = "edge-1"                # the node name
+//! nodeStatusUpdateFrequency = 10             # seconds
+//!
+//! [modules.metaManager.metaServer]
+//! server = "127.0.0.1:10550"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::DEFAULT_MAP_SIZE;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("{path}: {field} must be set")]
+    Missing { path: PathBuf, field: &'static str },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EdgeConfig {
+    pub database: Database,
+    pub modules: Modules,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Database {
+    /// Directory of the LMDB environment. Default `/var/lib/apiary/edge/data`.
+    pub data_source: PathBuf,
+    /// LMDB map size in bytes (address space, not memory). Default 256 MiB.
+    pub map_size: usize,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            data_source: PathBuf::from("/var/lib/apiary/edge/data"),
+            map_size: DEFAULT_MAP_SIZE,
+        }
+    }
+}
+
+/// `[modules]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Modules {
+    pub edge_hub: EdgeHub,
+    pub edged: Edged,
+    pub meta_manager: MetaManager,
+}
+
+/// `[modules.edgeHub]`: the link to cloudhub.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EdgeHub {
+    /// cloudhub's TLS address, `host:port`. Required.
+    pub server: String,
+    /// Name the cloud's certificate must carry. Default: the host of `server`.
+    pub server_name: String,
+    /// The certificate bootstrap endpoint, `host:port`. Default: the host of
+    /// `server`, port 10002.
+    pub http_server: String,
+    /// The join token, kept for certificate rotation. Default empty.
+    pub token: String,
+    pub tls_ca_file: PathBuf,
+    pub tls_cert_file: PathBuf,
+    pub tls_private_key_file: PathBuf,
+    /// Keepalive interval in seconds until the cloud names one. Default 15.
+    pub heartbeat: u64,
+    /// Request a new certificate before the current one expires. Default true.
+    pub rotate_certificates: bool,
+}
+
+impl Default for EdgeHub {
+    fn default() -> Self {
+        Self {
+            server: String::new(),
+            server_name: String::new(),
+            http_server: String::new(),
+            token: String::new(),
+            tls_ca_file: PathBuf::from("/var/lib/apiary/edge/ca/rootCA.crt"),
+            tls_cert_file: PathBuf::from("/var/lib/apiary/edge/certs/server.crt"),
+            tls_private_key_file: PathBuf::from("/var/lib/apiary/edge/certs/server.key"),
+            heartbeat: 15,
+            rotate_certificates: true,
+        }
+    }
+}
+
+impl EdgeHub {
+    /// The name to verify the cloud's certificate against.
+    pub fn server_name(&self) -> String {
+        if self.server_name.is_empty() {
+            host_of(&self.server).to_owned()
+        } else {
+            self.server_name.clone()
+        }
+    }
+
+    /// The bootstrap endpoint, defaulted from `server`.
+    pub fn http_server(&self) -> String {
+        if self.http_server.is_empty() {
+            format!("{}:10002", host_of(&self.server))
+        } else {
+            self.http_server.clone()
+        }
+    }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// `[modules.edged]`: this node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Edged {
+    /// The node name; must be the CN of the certificate. Required.
+    pub hostname_override: String,
+    /// Seconds between node status reports. Default 10.
+    pub node_status_update_frequency: u64,
+}
+
+impl Default for Edged {
+    fn default() -> Self {
+        Self {
+            hostname_override: String::new(),
+            node_status_update_frequency: 10,
+        }
+    }
+}
+
+/// `[modules.metaManager]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MetaManager {
+    pub meta_server: MetaServer,
+}
+
+/// `[modules.metaManager.metaServer]`: the local Kubernetes-style API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MetaServer {
+    /// Default true.
+    pub enable: bool,
+    /// Listen address. Default `127.0.0.1:10550`.
+    pub server: String,
+}
+
+impl Default for MetaServer {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            server: "127.0.0.1:10550".to_owned(),
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let missing = |field| ConfigError::Missing {
+            path: path.to_owned(),
+            field,
+        };
+        if config.modules.edge_hub.server.is_empty() {
+            return Err(missing("modules.edgeHub.server"));
+        }
+        if config.modules.edged.hostname_override.is_empty() {
+            return Err(missing("modules.edged.hostnameOverride"));
+        }
+        Ok(config)
+    }
+
+    /// The file's text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubeedge_names_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edgecore.toml");
+        std::fs::write(
+            &path,
+            "[modules.edgeHub]\nserver = \"10.0.0.1:10000\"\nheartbeat = 5\n\
+             [modules.edged]\nhostnameOverride = \"edge-1\"\n",
+        )
+        .unwrap();
+        let c = EdgeConfig::load(&path).unwrap();
+        assert_eq!(c.modules.edge_hub.heartbeat, 5);
+        assert_eq!(c.modules.edge_hub.http_server(), "10.0.0.1:10002");
+        assert_eq!(c.modules.edge_hub.server_name(), "10.0.0.1");
+        assert_eq!(c.modules.meta_manager.meta_server.server, "127.0.0.1:10550");
+        assert_eq!(c.modules.edged.node_status_update_frequency, 10);
+        // What we write reads back the same.
+        std::fs::write(&path, c.to_toml()).unwrap();
+        assert_eq!(EdgeConfig::load(&path).unwrap(), c);
+    }
+
+    #[test]
+    fn clear_errors_for_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[modules.edgeHub]\nheartbeat = \"soon\"\n").unwrap();
+        let e = EdgeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("heartbeat"), "{e}");
+        std::fs::write(&path, "").unwrap();
+        let e = EdgeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("modules.edgeHub.server must be set"), "{e}");
+    }
+}

@@ -1,0 +1,262 @@
+//! MetaServer: a read-only Kubernetes-style HTTP API over the local store,
+//! so kubectl and client libraries on the node work offline.
+//!
+//! Discovery (`/version`, `/api`, `/api/v1`, `/apis`, the devices group),
+//! list and get of pods, configmaps, secrets, nodes (cluster-scoped) and
+//! devices/devicemodels, namespaced and across namespaces, `Status` JSON
+//! errors, and watch (`?watch=true`): newline-delimited events, first what
+//! changed after `resourceVersion` (everything when it is absent or 0),
+//! then live changes, in a chunked response until `timeoutSeconds`.
+//! resourceVersions are the cloud's; a list's is the highest the store has
+//! seen.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::StreamExt as _;
+use monoio::net::{TcpListener, TcpStream};
+use serde_json::{Value, json};
+
+use crate::daemon::Shared;
+use crate::store::{Change, ChangeType};
+
+mod http;
+mod routes;
+mod watch;
+
+pub use http::Request;
+pub use routes::{Resource, Route, route};
+pub use watch::Watches;
+
+/// Time a connection may take to send a whole request, or stay idle.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Default watch length when the client names none.
+const DEFAULT_WATCH_SECONDS: u64 = 1800;
+
+/// Accepts connections until the process ends; one task per connection.
+pub async fn serve(listener: TcpListener, shared: Rc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                monoio::spawn(connection(stream, shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("MetaServer accept: {e}");
+                monoio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(mut stream: TcpStream, shared: Rc<Shared>) {
+    let mut buf = Vec::new();
+    loop {
+        // An idle or trickling client is dropped after a minute.
+        let read = monoio::time::timeout(IDLE, http::read_request(&mut stream, &mut buf)).await;
+        let req = match read {
+            Err(_) | Ok(Ok(None)) => return,
+            Ok(Ok(Some(req))) => req,
+            Ok(Err(e)) => {
+                let status = match e {
+                    http::HttpError::TooLarge => 431,
+                    _ => 400,
+                };
+                let body = status_json(status, "BadRequest", &e.to_string(), None);
+                let _ = http::write_json(&mut stream, status, body, true).await;
+                return;
+            }
+        };
+        let close = req.close;
+        let done = match respond(&mut stream, &req, &shared).await {
+            Ok(watched) => watched || close,
+            Err(_) => true,
+        };
+        if done {
+            return;
+        }
+    }
+}
+
+/// Answers one request; true when the connection must end (a watch).
+async fn respond(stream: &mut TcpStream, req: &Request, shared: &Shared) -> std::io::Result<bool> {
+    if req.method != "GET" {
+        let body = status_json(405, "MethodNotAllowed", "the MetaServer is read-only", None);
+        http::write_json(stream, 405, body, req.close).await?;
+        return Ok(false);
+    }
+    let (status, body) = match route(&req.path) {
+        Route::Discovery(doc) => (200, doc.to_string().into_bytes()),
+        Route::List {
+            resource,
+            namespace,
+        } => {
+            if matches!(req.param("watch"), Some("true" | "1")) {
+                watch(stream, req, shared, resource, namespace).await?;
+                return Ok(true);
+            }
+            match list(shared, resource, namespace.as_deref()) {
+                Ok(body) => (200, body),
+                Err(e) => (500, status_json(500, "InternalError", &e, None)),
+            }
+        }
+        Route::Get {
+            resource,
+            namespace,
+            name,
+        } => {
+            let key = schema::records::ObjectKey {
+                kind: resource.kind.to_owned(),
+                namespace,
+                name: name.clone(),
+            };
+            match shared.store.get(&key) {
+                Ok(Some(o)) => (200, object_json(&o, resource).to_string().into_bytes()),
+                Ok(None) => {
+                    let msg = format!("{} \"{name}\" not found", resource.plural);
+                    (
+                        404,
+                        status_json(404, "NotFound", &msg, Some((&name, resource.plural))),
+                    )
+                }
+                Err(e) => (500, status_json(500, "InternalError", &e.to_string(), None)),
+            }
+        }
+        Route::NotFound => {
+            let msg = "the server could not find the requested resource";
+            (404, status_json(404, "NotFound", msg, None))
+        }
+    };
+    http::write_json(stream, status, body, req.close).await?;
+    Ok(false)
+}
+
+fn list(shared: &Shared, r: Resource, namespace: Option<&str>) -> Result<Vec<u8>, String> {
+    // Read the version first: a change committed in between is then seen
+    // again by a watch from this version, never missed.
+    let rv = shared
+        .store
+        .max_resource_version()
+        .map_err(|e| e.to_string())?;
+    let objects = shared
+        .store
+        .list(r.kind, namespace)
+        .map_err(|e| e.to_string())?;
+    let items: Vec<Value> = objects.iter().map(|o| object_json(o, r)).collect();
+    let doc = json!({
+        "kind": format!("{}List", r.type_name),
+        "apiVersion": r.api_version,
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": items,
+    });
+    Ok(doc.to_string().into_bytes())
+}
+
+async fn watch(
+    stream: &mut TcpStream,
+    req: &Request,
+    shared: &Shared,
+    r: Resource,
+    namespace: Option<String>,
+) -> std::io::Result<()> {
+    let from: u64 = req
+        .param("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let seconds = req
+        .param("timeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_WATCH_SECONDS);
+    // Subscribe before reading the store: both happen without a yield in
+    // between, so nothing is missed or reordered.
+    let mut live = shared
+        .watches
+        .borrow_mut()
+        .subscribe(r.kind, namespace.as_deref());
+    let backlog = if from == 0 {
+        shared.store.list(r.kind, namespace.as_deref()).map(|objs| {
+            objs.into_iter()
+                .map(|object| Change {
+                    change: ChangeType::Added,
+                    object,
+                })
+                .collect()
+        })
+    } else {
+        shared
+            .store
+            .changes_since(r.kind, namespace.as_deref(), from)
+    };
+    let backlog = backlog.map_err(std::io::Error::other)?;
+    http::write_stream_head(stream).await?;
+    let mut sent = from;
+    for c in backlog {
+        sent = sent.max(c.object.resource_version);
+        http::write_chunk(stream, &event(&c, r)).await?;
+    }
+    let deadline = monoio::time::sleep(Duration::from_secs(seconds));
+    futures_lite::pin!(deadline);
+    loop {
+        let next = monoio::select! {
+            c = live.next() => c,
+            _ = &mut deadline => None,
+        };
+        let Some(c) = next else { break };
+        if c.object.resource_version <= sent && c.change != ChangeType::Deleted {
+            continue;
+        }
+        sent = sent.max(c.object.resource_version);
+        http::write_chunk(stream, &event(&c, r)).await?;
+    }
+    http::write_chunk(stream, b"").await
+}
+
+/// One watch event line.
+fn event(c: &Change, r: Resource) -> Vec<u8> {
+    let mut line = json!({"type": c.change.as_str(), "object": object_json(&c.object, r)})
+        .to_string()
+        .into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// The stored JSON with `apiVersion`, `kind` and `metadata.resourceVersion`
+/// filled in from what the store knows.
+fn object_json(o: &schema::records::StoredObject, r: Resource) -> Value {
+    let mut v: Value = serde_json::from_slice(&o.data).unwrap_or_else(|_| json!({}));
+    if !v.is_object() {
+        v = json!({});
+    }
+    let obj = v.as_object_mut().expect("made an object above");
+    obj.entry("apiVersion")
+        .or_insert_with(|| json!(r.api_version));
+    obj.entry("kind").or_insert_with(|| json!(r.type_name));
+    let meta = obj.entry("metadata").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.entry("name").or_insert_with(|| json!(o.key.name));
+        if r.namespaced {
+            meta.entry("namespace")
+                .or_insert_with(|| json!(o.key.namespace));
+        }
+        if !o.uid.is_empty() {
+            meta.entry("uid").or_insert_with(|| json!(o.uid));
+        }
+        meta.insert(
+            "resourceVersion".to_owned(),
+            json!(o.resource_version.to_string()),
+        );
+    }
+    v
+}
+
+/// A Kubernetes `Status` failure.
+fn status_json(code: u16, reason: &str, message: &str, details: Option<(&str, &str)>) -> Vec<u8> {
+    let mut s = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code,
+    });
+    if let Some((name, kind)) = details {
+        s["details"] = json!({"name": name, "kind": kind});
+    }
+    s.to_string().into_bytes()
+}

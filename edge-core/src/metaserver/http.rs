@@ -1,0 +1,229 @@
+//! The little HTTP/1.1 the MetaServer needs: read a request head with
+//! httparse (bounded), write a whole response or a chunked stream.
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 16 << 10;
+/// Largest request body skipped (the API is read-only).
+const MAX_BODY: usize = 1 << 20;
+
+/// One parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// The client asked to close after the response.
+    pub close: bool,
+}
+
+impl Request {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HttpError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("request head over {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("unparsable request: {0}")]
+    Parse(String),
+}
+
+/// Reads the next request from `stream`; `None` at a clean end. `buf`
+/// keeps bytes that arrived after the request.
+pub(super) async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<Option<Request>, HttpError> {
+    loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let request = to_request(&req)?;
+                    let body = content_length(&req)?;
+                    buf.drain(..n);
+                    skip_body(stream, buf, body).await?;
+                    return Ok(Some(request));
+                }
+                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                    return Err(HttpError::TooLarge);
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return Err(HttpError::Parse(e.to_string())),
+            }
+        }
+        if read_more(stream, buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(HttpError::Parse("truncated request".to_owned()))
+            };
+        }
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let (r, chunk) = stream.read(Vec::with_capacity(4096)).await;
+    let n = r?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+async fn skip_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut len: usize,
+) -> Result<(), HttpError> {
+    while len > 0 {
+        if buf.is_empty() && read_more(stream, buf).await? == 0 {
+            return Err(HttpError::Parse("truncated body".to_owned()));
+        }
+        let take = len.min(buf.len());
+        buf.drain(..take);
+        len -= take;
+    }
+    Ok(())
+}
+
+fn content_length(req: &httparse::Request<'_, '_>) -> Result<usize, HttpError> {
+    let Some(h) = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+    else {
+        return Ok(0);
+    };
+    let len = std::str::from_utf8(h.value)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| HttpError::Parse("bad Content-Length".to_owned()))?;
+    if len > MAX_BODY {
+        return Err(HttpError::TooLarge);
+    }
+    Ok(len)
+}
+
+fn to_request(req: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
+    let method = req.method.unwrap_or_default().to_owned();
+    let target = req.path.unwrap_or_default();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let query = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    let http10 = req.version == Some(0);
+    let connection = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("connection"))
+        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+    let close = match connection.as_deref() {
+        Some(v) if v.contains("close") => true,
+        Some(v) if v.contains("keep-alive") => false,
+        _ => http10,
+    };
+    Ok(Request {
+        method,
+        path: percent_decode(path),
+        query,
+        close,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes a whole JSON response.
+pub(super) async fn write_json(
+    stream: &mut TcpStream,
+    status: u16,
+    body: Vec<u8>,
+    close: bool,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+        reason(status),
+        body.len(),
+        if close { "Connection: close\r\n" } else { "" }
+    );
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(&body);
+    let (r, _) = stream.write_all(bytes).await;
+    r.map(|_| ())
+}
+
+/// Starts a chunked JSON stream (a watch).
+pub(super) async fn write_stream_head(stream: &mut TcpStream) -> std::io::Result<()> {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n";
+    let (r, _) = stream.write_all(head.as_bytes().to_vec()).await;
+    r.map(|_| ())
+}
+
+/// Writes `data` as one chunk; empty `data` ends the stream.
+pub(super) async fn write_chunk(stream: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+    let mut bytes = format!("{:x}\r\n", data.len()).into_bytes();
+    bytes.extend_from_slice(data);
+    bytes.extend_from_slice(b"\r\n");
+    let (r, _) = stream.write_all(bytes).await;
+    r.map(|_| ())
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Internal Server Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_queries() {
+        assert_eq!(percent_decode("a%3Db%2Cc+d"), "a=b,c d");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+}

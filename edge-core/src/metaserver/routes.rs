@@ -1,0 +1,203 @@
+//! What the MetaServer's paths mean: the served resources, the routing of
+//! a path to a list, a get or a discovery document, and those documents.
+
+use serde_json::{Value, json};
+
+/// A resource the MetaServer serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    /// URL plural, e.g. `pods`.
+    pub plural: &'static str,
+    /// Store kind (the route's lowercase singular), e.g. `pod`.
+    pub kind: &'static str,
+    /// Kubernetes kind, e.g. `Pod`.
+    pub type_name: &'static str,
+    pub namespaced: bool,
+    /// `v1` or `devices.kubeedge.io/v1beta1`.
+    pub api_version: &'static str,
+}
+
+const CORE: &[Resource] = &[
+    res("pods", "pod", "Pod", true, "v1"),
+    res("configmaps", "configmap", "ConfigMap", true, "v1"),
+    res("secrets", "secret", "Secret", true, "v1"),
+    res("nodes", "node", "Node", false, "v1"),
+];
+const DEVICES_GV: &str = "devices.kubeedge.io/v1beta1";
+const DEVICES: &[Resource] = &[
+    res("devices", "device", "Device", true, DEVICES_GV),
+    res(
+        "devicemodels",
+        "devicemodel",
+        "DeviceModel",
+        true,
+        DEVICES_GV,
+    ),
+];
+
+const fn res(
+    plural: &'static str,
+    kind: &'static str,
+    type_name: &'static str,
+    namespaced: bool,
+    api_version: &'static str,
+) -> Resource {
+    Resource {
+        plural,
+        kind,
+        type_name,
+        namespaced,
+        api_version,
+    }
+}
+
+/// What a path asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A fixed discovery document.
+    Discovery(Value),
+    List {
+        resource: Resource,
+        namespace: Option<String>,
+    },
+    Get {
+        resource: Resource,
+        namespace: String,
+        name: String,
+    },
+    NotFound,
+}
+
+/// Maps a path to what it asks for.
+pub fn route(path: &str) -> Route {
+    let path = path.trim_end_matches('/');
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["version"] => Route::Discovery(version()),
+        ["api"] => Route::Discovery(json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]
+        })),
+        ["api", "v1"] => Route::Discovery(resource_list("v1", CORE)),
+        ["apis"] => Route::Discovery(group_list()),
+        ["apis", "devices.kubeedge.io"] => Route::Discovery(group()),
+        ["apis", "devices.kubeedge.io", "v1beta1"] => {
+            Route::Discovery(resource_list(DEVICES_GV, DEVICES))
+        }
+        ["api", "v1", rest @ ..] => resource_route(CORE, rest),
+        ["apis", "devices.kubeedge.io", "v1beta1", rest @ ..] => resource_route(DEVICES, rest),
+        _ => Route::NotFound,
+    }
+}
+
+fn resource_route(table: &[Resource], rest: &[&str]) -> Route {
+    let find = |p: &str| table.iter().copied().find(|r| r.plural == p);
+    match rest {
+        [plural] => find(plural).map_or(Route::NotFound, |resource| Route::List {
+            resource,
+            namespace: None,
+        }),
+        [plural, name] => match find(plural) {
+            // Cluster-scoped objects live in namespace "default" on the link.
+            Some(resource) if !resource.namespaced => Route::Get {
+                resource,
+                namespace: "default".to_owned(),
+                name: (*name).to_owned(),
+            },
+            _ => Route::NotFound,
+        },
+        ["namespaces", ns, plural] => match find(plural) {
+            Some(resource) if resource.namespaced => Route::List {
+                resource,
+                namespace: Some((*ns).to_owned()),
+            },
+            _ => Route::NotFound,
+        },
+        ["namespaces", ns, plural, name] => match find(plural) {
+            Some(resource) if resource.namespaced => Route::Get {
+                resource,
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+            },
+            _ => Route::NotFound,
+        },
+        _ => Route::NotFound,
+    }
+}
+
+fn version() -> Value {
+    json!({
+        "major": "1", "minor": "34",
+        "gitVersion": format!("v1.34.0-apiary-{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
+        "goVersion": "", "compiler": "rustc", "platform": "linux",
+    })
+}
+
+fn resource_list(group_version: &str, table: &[Resource]) -> Value {
+    let resources: Vec<Value> = table
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.plural, "singularName": r.kind, "namespaced": r.namespaced,
+                "kind": r.type_name, "verbs": ["get", "list", "watch"],
+            })
+        })
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1",
+           "groupVersion": group_version, "resources": resources})
+}
+
+fn group() -> Value {
+    json!({
+        "kind": "APIGroup", "apiVersion": "v1", "name": "devices.kubeedge.io",
+        "versions": [{"groupVersion": DEVICES_GV, "version": "v1beta1"}],
+        "preferredVersion": {"groupVersion": DEVICES_GV, "version": "v1beta1"},
+    })
+}
+
+fn group_list() -> Value {
+    let mut g = group();
+    if let Some(o) = g.as_object_mut() {
+        o.remove("kind");
+        o.remove("apiVersion");
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [g]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let list = |p| match route(p) {
+            Route::List {
+                resource,
+                namespace,
+            } => Some((resource.kind, namespace)),
+            _ => None,
+        };
+        assert_eq!(list("/api/v1/pods"), Some(("pod", None)));
+        assert_eq!(
+            list("/api/v1/namespaces/ns/configmaps/"),
+            Some(("configmap", Some("ns".to_owned())))
+        );
+        assert_eq!(
+            list("/apis/devices.kubeedge.io/v1beta1/namespaces/d/devices"),
+            Some(("device", Some("d".to_owned())))
+        );
+        assert_eq!(list("/api/v1/nodes"), Some(("node", None)));
+        assert!(
+            matches!(route("/api/v1/nodes/n1"), Route::Get { ref namespace, .. } if namespace == "default")
+        );
+        assert!(matches!(route("/api/v1/pods/p"), Route::NotFound));
+        assert!(matches!(
+            route("/api/v1/namespaces/x/nodes"),
+            Route::NotFound
+        ));
+        assert!(matches!(route("/api/v1/widgets"), Route::NotFound));
+        assert!(matches!(route("/apis"), Route::Discovery(_)));
+        assert!(matches!(route("/../../etc/passwd"), Route::NotFound));
+    }
+}

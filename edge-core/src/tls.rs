@@ -1,0 +1,85 @@
+//! TLS pieces shared by the link and join: the crypto provider, the link's
+//! client configuration from PEM files, and durable file writes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rustls::ClientConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The one crypto provider of the workspace.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Why the link's TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFilesError {
+    #[error("cannot read {what} from {path}: {detail}")]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// TLS 1.3 client configuration for the link: the cloud verified with the
+/// CA in `ca`, this node proven by `cert` and `key` (PEM files). Read at
+/// every connection attempt, so a rotated certificate is used at once.
+pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<ClientConfig, TlsFilesError> {
+    let pem = |what, path: &Path, e: &dyn std::fmt::Display| TlsFilesError::Pem {
+        what,
+        path: path.to_owned(),
+        detail: e.to_string(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| pem("the CA", ca, &e))? {
+        roots.add(c.map_err(|e| pem("the CA", ca, &e))?)?;
+    }
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem("the certificate", cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem("the private key", key, &e))?;
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?)
+}
+
+/// PEM text of one DER object.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Writes `bytes` to `path` so that a power cut leaves the old file or the
+/// new one: a temporary file, fsync, rename, fsync of the directory. Files
+/// are private to the owner (keys live here).
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
