@@ -16,6 +16,25 @@ commands:
   session-memory [--nodes N]
         resident memory per idle handshaken session of the hub engine
         (no sockets, no TLS: the engine's share of the per-node budget)
+  idle | storm | downstream | upstream | mixed [flags]
+        start cloudhub, connect a fleet of TLS edges (hub-core Link, one
+        client certificate each, sources spread over 127.0.0.0/8), run the
+        scenario and print its figures; JSON and an SVG plot go to --out
+          --nodes N (1000)        --shards N (2)        --payload BYTES (256)
+          --objects N (20)        downstream objects per node
+          --rate MSG/S (0)        downstream rate over the fleet, 0 = flat out
+          --upstream-rate R (1)   upstream messages/s per node
+          --duration S (10)       seconds of upstream traffic
+          --client-threads N (2)  --backoff-ms MS (50)  --ring-bytes B (64 MiB)
+          --hub-bin PATH          cloudhub to run (default: beside fleetbench,
+                                  built with cargo if missing)
+          --out DIR (target/fleetbench)
+  compare [the same flags]
+        the downstream workload (each node receives its own --objects
+        messages) through Apiary, mosquitto (QoS 1, one topic per node),
+        rumqttd (embedded) and nats-server (one subject per node), side by
+        side with ratios; mosquitto and nats-server are started when
+        installed (apt-get install mosquitto nats-server)
   --version
 
 The criterion benches run with: cargo bench -p benches";
@@ -38,11 +57,49 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Some("compare") => {
+            if let Err(e) = compare(&args[1..]) {
+                eprintln!("fleetbench compare: {e}");
+                std::process::exit(1);
+            }
+        }
+        Some(name) if benches::fleet::Scenario::parse(name).is_some() => {
+            let scenario = benches::fleet::Scenario::parse(name).expect("checked");
+            if let Err(e) = fleet(scenario, &args[1..]) {
+                eprintln!("fleetbench {name}: {e}");
+                std::process::exit(1);
+            }
+        }
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
         }
     }
+}
+
+fn fleet(scenario: benches::fleet::Scenario, args: &[String]) -> Result<(), String> {
+    let options = benches::fleet::Options::parse(args).map_err(|e| format!("{e}\n\n{USAGE}"))?;
+    let report = benches::fleet::run(scenario, &options)?;
+    println!("{}", report.markdown());
+    let (json, svg) = report.write(&options.out)?;
+    println!("figures: {}  plot: {}", json.display(), svg.display());
+    Ok(())
+}
+
+fn compare(args: &[String]) -> Result<(), String> {
+    let options = benches::fleet::Options::parse(args).map_err(|e| format!("{e}\n\n{USAGE}"))?;
+    let results = benches::fleet::compare::run(&options)?;
+    println!(
+        "{} nodes, {} messages of {} bytes each, point to point\n",
+        options.nodes, options.objects, options.payload
+    );
+    println!("{}", benches::fleet::compare::markdown(&results));
+    std::fs::create_dir_all(&options.out).map_err(|e| e.to_string())?;
+    let path = options.out.join("fleetbench-compare.json");
+    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(&path, json).map_err(|e| e.to_string())?;
+    println!("figures: {}", path.display());
+    Ok(())
 }
 
 fn codec(args: &[String]) -> Result<(), String> {

@@ -126,7 +126,8 @@ impl RingFile {
             .mode(0o600)
             .open(path)
             .map_err(io_error("open"))?;
-        // Held until `file` is dropped at the end of this function: sizing
+        // Held until the rings are initialised (released explicitly: the
+        // mapping keeps the open file, and with it the lock, alive): sizing
         // and ring initialisation happen once, whoever comes first.
         file.lock().map_err(io_error("lock"))?;
         let len = file
@@ -168,6 +169,7 @@ impl RingFile {
             Role::Shard => (down, up),
             Role::Control => (up, down),
         };
+        file.unlock().map_err(io_error("unlock"))?;
         let waiter = Waiter::new(map, inbound.signals(), outbound.signals());
         Ok(RingFile {
             path: path.to_owned(),

@@ -1,0 +1,107 @@
+//! The simulated fleet's certificates: a CA, the hub's server certificate
+//! for `localhost`, and one client certificate per node (CN = node id), all
+//! Ed25519 (the cheapest handshake with aws-lc-rs).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why the fleet's certificates could not be made.
+#[derive(Debug)]
+pub struct PkiError(pub String);
+
+impl std::fmt::Display for PkiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<rcgen::Error> for PkiError {
+    fn from(e: rcgen::Error) -> Self {
+        Self(format!("certificate: {e}"))
+    }
+}
+
+/// The CA and the hub's files, written to a directory.
+pub struct Pki {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+fn key() -> Result<KeyPair, PkiError> {
+    Ok(KeyPair::generate_for(&rcgen::PKCS_ED25519)?)
+}
+
+impl Pki {
+    /// Makes the CA and the hub's certificate and writes them to `dir`.
+    pub fn new(dir: &Path) -> Result<Self, PkiError> {
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name
+            .push(DnType::CommonName, "fleetbench CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = key()?;
+        let ca_pem = ca.self_signed(&ca_key)?.pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let server_key = key()?;
+        let mut server = CertificateParams::new(vec!["localhost".to_owned()])?;
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "cloudhub");
+        let server_pem = server.signed_by(&server_key, &issuer)?.pem();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| PkiError(format!("writing {}: {e}", path.display())))?;
+            Ok::<_, PkiError>(path)
+        };
+        let ca_file = write("ca.crt", &ca_pem)?;
+        let cert_file = write("server.crt", &server_pem)?;
+        let key_file = write("server.key", &server_key.serialize_pem())?;
+        let mut roots = rustls::RootCertStore::empty();
+        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+            .map_err(|e| PkiError(format!("CA: {e}")))?;
+        roots
+            .add(ca_der)
+            .map_err(|e| PkiError(format!("CA: {e}")))?;
+        Ok(Self {
+            ca_file,
+            cert_file,
+            key_file,
+            issuer,
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// A TLS 1.3 client configuration presenting a certificate for `node`.
+    pub fn client(&self, node: &str) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+        let key = key()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, node);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+            .map_err(|e| PkiError(format!("key: {e}")))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| PkiError(e.to_string()))?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(vec![cert.der().clone()], key)
+            .map_err(|e| PkiError(e.to_string()))?;
+        Ok(Arc::new(config))
+    }
+}
