@@ -80,6 +80,8 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
         .handle_desired(desired)
         .map_err(|e| err("store")(&e))?;
     *boot.nodes.write().unwrap_or_else(|p| p.into_inner()) = control.edge_nodes();
+    // What nodes have not acknowledged is in the rings before "ready".
+    drain(&mut control, &mut rings);
 
     // One thread per ring waits for records; it waits again once re-armed.
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<usize>(rings.len().max(1));
