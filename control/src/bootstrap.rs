@@ -26,6 +26,8 @@ use crate::token::Tokens;
 const MAX_HEAD: usize = 16 << 10;
 /// Largest body (a CSR is well under 2 KiB).
 const MAX_BODY: usize = 64 << 10;
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 256;
 /// Time a connection has to send its request and take the answer.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -169,7 +171,12 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
 
 /// Serves connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<Bootstrap>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // Past the limit, connections wait in the listen backlog.
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -181,6 +188,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<Boot
         let acceptor = acceptor.clone();
         let state = state.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let peer = peer.to_string();
             let work = async {
                 let mut tls = acceptor

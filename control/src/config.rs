@@ -30,6 +30,8 @@ pub enum Command {
         #[arg(long, default_value = "24h")]
         ttl: String,
     },
+    /// Print the Device and DeviceModel CRDs (YAML).
+    Crds,
     /// Show observed state like kubectl: nodes, pods or devices.
     Get {
         what: String,

@@ -18,6 +18,7 @@ pub mod certs;
 pub mod checkpoint;
 pub mod config;
 pub mod control;
+pub mod kube;
 pub mod manifest;
 pub mod plan;
 pub mod rings;

@@ -35,6 +35,10 @@ fn main() -> anyhow::Result<()> {
             print!("{table}");
             Ok(())
         }
+        Some(Command::Crds) => {
+            print!("{}", control::kube::crds_yaml());
+            Ok(())
+        }
         Some(Command::Run(args)) => run(&args),
         None => run(&cli.run),
     }
