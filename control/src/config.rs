@@ -66,6 +66,10 @@ pub struct RunArgs {
     pub status_dir: Option<PathBuf>,
     #[arg(long)]
     pub poll_interval_ms: Option<u64>,
+    /// Read desired state from Kubernetes (the kubeconfig or in-cluster
+    /// service account) instead of a manifest directory.
+    #[arg(long)]
+    pub kube: bool,
 }
 
 /// The configuration file; field names follow KubeEdge's where they mean
@@ -96,6 +100,13 @@ pub struct ControlConfig {
     pub edge_cert_validity_days: u32,
     /// Manifest directory poll interval. Default 500 ms.
     pub poll_interval_ms: u64,
+    /// Use Kubernetes as the source. Default: false, or true when no
+    /// manifest directory is given and a kubeconfig exists (`KUBECONFIG` or
+    /// `~/.kube/config`).
+    pub kube: bool,
+    /// Kubernetes mode: how often the desired state is listed again.
+    /// Default 5000 ms.
+    pub kube_relist_ms: u64,
 }
 
 impl Default for ControlConfig {
@@ -111,6 +122,8 @@ impl Default for ControlConfig {
             advertise_address: vec!["127.0.0.1".into(), "localhost".into()],
             edge_cert_validity_days: 365,
             poll_interval_ms: 500,
+            kube: false,
+            kube_relist_ms: 5000,
         }
     }
 }
@@ -145,6 +158,13 @@ impl ControlConfig {
         }
         if let Some(v) = args.poll_interval_ms {
             c.poll_interval_ms = v;
+        }
+        if args.kube {
+            c.kube = true;
+        }
+        if c.manifests.is_none() && !c.kube {
+            let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
+            c.kube = std::env::var_os("KUBECONFIG").is_some() || home.is_some_and(|h| h.exists());
         }
         if c.shards == 0 {
             c.shards = std::thread::available_parallelism().map_or(1, |n| n.get().min(1024) as u16);

@@ -26,9 +26,39 @@ pub const FLUSH_INTERVAL_MS: u64 = 100;
 /// … or as soon as this many are dirty.
 pub const FLUSH_ENTRIES: usize = 1000;
 
+/// An observed change for an API server (kube mode), besides the status
+/// files: drained with [`Control::poll_status_change`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusChange {
+    /// The node's link came up or went down.
+    NodeLink {
+        node: String,
+        ready: bool,
+        reason: &'static str,
+        at_ms: u64,
+    },
+    /// The node reported its NodeStatus (partial).
+    Node { node: String, status: Value },
+    /// A pod's status, reported by its node.
+    Pod {
+        namespace: String,
+        name: String,
+        status: Value,
+    },
+    /// A device's reported twins (`{"twins": [...]}`).
+    Device {
+        namespace: String,
+        name: String,
+        reported: Value,
+    },
+}
+
 /// See the module doc.
 #[derive(Debug)]
 pub struct Control {
+    /// Collect [`StatusChange`]s (kube mode only).
+    report_changes: bool,
+    changes: VecDeque<StatusChange>,
     shards: u16,
     store: Store,
     status: StatusDir,
@@ -48,6 +78,8 @@ pub struct Control {
 impl Control {
     pub fn new(shards: u16, store: Store, status: StatusDir) -> Control {
         Control {
+            report_changes: false,
+            changes: VecDeque::new(),
             shards: shards.max(1),
             store,
             status,
@@ -60,6 +92,23 @@ impl Control {
             last_flush_ms: 0,
             next_id: 0,
             problems: Vec::new(),
+        }
+    }
+
+    /// Also report status changes for an API server
+    /// ([`Control::poll_status_change`]).
+    pub fn report_status_changes(&mut self, on: bool) {
+        self.report_changes = on;
+    }
+
+    /// The next status change for the API server.
+    pub fn poll_status_change(&mut self) -> Option<StatusChange> {
+        self.changes.pop_front()
+    }
+
+    fn change(&mut self, c: StatusChange) {
+        if self.report_changes {
+            self.changes.push_back(c);
         }
     }
 
@@ -191,6 +240,12 @@ impl Control {
                         self.status
                             .node_link(&node_id, true, "EdgeConnected", at_ms),
                     );
+                    self.change(StatusChange::NodeLink {
+                        node: node_id.clone(),
+                        ready: true,
+                        reason: "EdgeConnected",
+                        at_ms,
+                    });
                     self.sync_node(&node_id)?;
                 }
                 RingRecord::Disconnected {
@@ -205,6 +260,12 @@ impl Control {
                         "EdgeDisconnected",
                         at_ms,
                     ));
+                    self.change(StatusChange::NodeLink {
+                        node: node_id,
+                        ready: false,
+                        reason: "EdgeDisconnected",
+                        at_ms,
+                    });
                 }
                 RingRecord::Delivered { node_id, objects } => self.delivered(&node_id, objects),
                 RingRecord::ResyncNeeded { node_id } => {
@@ -301,7 +362,7 @@ impl Control {
 
     /// Applies one upstream message to the status files; a node may only
     /// report on itself and on the pods and devices bound to it.
-    fn apply(&self, node: &str, m: &Message) -> Result<(), String> {
+    fn apply(&mut self, node: &str, m: &Message) -> Result<(), String> {
         let mut parts = m.route.resource.splitn(3, '/');
         let (Some(ns), Some(what), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
             return Err("resource is not namespace/kind/name".into());
@@ -314,18 +375,38 @@ impl Control {
                 .get(node)
                 .is_some_and(|set| set.contains_key(&plan::key(k, ns, name)))
         };
-        let r = match what {
-            "nodestatus" if name == node => self.status.node_status(node, &content),
+        let (namespace, name) = (ns.to_owned(), name.to_owned());
+        let (r, change) = match what {
+            "nodestatus" if name == node => (
+                self.status.node_status(node, &content),
+                StatusChange::Node {
+                    node: node.to_owned(),
+                    status: content,
+                },
+            ),
             "nodestatus" => return Err(format!("node {node} reported the status of node {name}")),
-            "podstatus" if owns(kind::POD) => self.status.pod_status(ns, name, node, &content),
-            "devicestatus" if owns(kind::DEVICE) => {
-                self.status.device_status(ns, name, node, &content)
-            }
+            "podstatus" if owns(kind::POD) => (
+                self.status.pod_status(&namespace, &name, node, &content),
+                StatusChange::Pod {
+                    namespace,
+                    name,
+                    status: content,
+                },
+            ),
+            "devicestatus" if owns(kind::DEVICE) => (
+                self.status.device_status(&namespace, &name, node, &content),
+                StatusChange::Device {
+                    namespace,
+                    name,
+                    reported: content,
+                },
+            ),
             "podstatus" | "devicestatus" => {
-                return Err(format!("{ns}/{name} is not bound to node {node}"));
+                return Err(format!("{namespace}/{name} is not bound to node {node}"));
             }
             other => return Err(format!("unknown status kind {other:?}")),
         };
+        self.change(change);
         r.map_err(|e| e.to_string())
     }
 

@@ -6,8 +6,11 @@
 //! the Node Ready condition (creating the Node when it does not exist), Pod
 //! status, and Device status twins, as status patches.
 //!
-//! Not yet wired into [`crate::run`]: the process runs from a manifest
-//! directory only; these paths are tested against a mocked API service.
+//! [`crate::run`] uses it with `--kube` (or when no manifest directory is
+//! given and a kubeconfig exists): the desired state is listed again every
+//! `kubeRelistMs` (watch streams are not used yet), and status changes are
+//! patched asynchronously after the status files are written. These paths
+//! are tested against a mocked API service.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -275,4 +278,45 @@ pub async fn patch_device_status(
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(drop)
+}
+
+/// Merges what a node reported about itself (conditions and other
+/// NodeStatus fields) into its status.
+pub async fn patch_node_status(
+    client: &Client,
+    node: &str,
+    status: &Value,
+) -> Result<(), ::kube::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = json!({"status": status});
+    api.patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .map(drop)
+}
+
+/// Applies one [`StatusChange`] to the API server.
+pub async fn apply_change(
+    client: &Client,
+    change: &crate::control::StatusChange,
+) -> Result<(), ::kube::Error> {
+    use crate::control::StatusChange as C;
+    match change {
+        C::NodeLink {
+            node,
+            ready,
+            reason,
+            at_ms,
+        } => set_node_ready(client, node, *ready, reason, &crate::util::rfc3339(*at_ms)).await,
+        C::Node { node, status } => patch_node_status(client, node, status).await,
+        C::Pod {
+            namespace,
+            name,
+            status,
+        } => patch_pod_status(client, namespace, name, status).await,
+        C::Device {
+            namespace,
+            name,
+            reported,
+        } => patch_device_status(client, namespace, name, reported).await,
+    }
 }

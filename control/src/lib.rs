@@ -1,10 +1,12 @@
 //! `cloudcontrol`: the cloud control process.
 //!
 //! It turns desired state — a directory of Kubernetes manifests watched by
-//! polling ([`manifest`]), or later a Kubernetes API — into per-node
+//! polling ([`manifest`]), or a Kubernetes API server through kube-rs
+//! ([`kube`], listed again periodically) — into per-node
 //! messages ([`plan`] decides which node needs which object), writes them
 //! into the shards' shared-memory rings ([`rings`]), applies what the edges
-//! report (node readiness, pod status, device twins: [`status`]), checkpoints
+//! report (node readiness, pod status, device twins: [`status`] files, and
+//! status patches in Kubernetes mode), checkpoints
 //! what every node acknowledged so that a restart resends only the rest
 //! ([`checkpoint`], LMDB), and issues the edges' certificates over HTTPS
 //! ([`certs`], [`bootstrap`], [`token`]). [`control`] ties these together as

@@ -36,10 +36,23 @@ const BATCH: usize = 1024;
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
-    let Some(manifests) = cfg.manifests.clone() else {
-        return Err(RunError(
-            "no source of desired state: give --manifests DIR (the Kubernetes source is not built in this version)".into(),
-        ));
+    let kube = if cfg.kube {
+        let client = ::kube::Client::try_default()
+            .await
+            .map_err(|e| err("Kubernetes client")(&e))?;
+        Some(client)
+    } else {
+        None
+    };
+    let manifests = match (&cfg.manifests, &kube) {
+        (Some(m), None) => Some(m.clone()),
+        (_, Some(_)) => None,
+        (None, None) => {
+            return Err(RunError(
+                "no source of desired state: give --manifests DIR, or --kube with a kubeconfig"
+                    .into(),
+            ));
+        }
     };
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| err("data dir")(&e))?;
     let ca = Ca::load_or_create(&cfg.data_dir).map_err(|e| err("CA")(&e))?;
@@ -67,15 +80,42 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
     tokio::spawn(bootstrap::serve(listener, acceptor, boot.clone()));
 
     // The first state, before anything is read from the rings.
-    let mut dir = ManifestDir::new(&manifests);
-    let (objects, problems) = dir.scan();
-    for p in &problems {
-        tracing::error!("{p}");
-    }
-    let desired = versions
-        .apply(&mut store, objects.unwrap_or_default())
-        .map_err(|e| err("store")(&e))?;
+    let mut dir = manifests.as_deref().map(ManifestDir::new);
+    let desired = match (&mut dir, &kube) {
+        (Some(dir), _) => {
+            let (objects, problems) = dir.scan();
+            for p in &problems {
+                tracing::error!("{p}");
+            }
+            versions
+                .apply(&mut store, objects.unwrap_or_default())
+                .map_err(|e| err("store")(&e))?
+        }
+        (None, Some(client)) => crate::kube::list_desired(client)
+            .await
+            .map_err(|e| err("Kubernetes list")(&e))?,
+        (None, None) => unreachable!("checked above"),
+    };
     let mut control = Control::new(cfg.shards, store, status);
+    control.report_status_changes(kube.is_some());
+    // Kubernetes mode: the desired state listed again every kubeRelistMs.
+    let (desired_tx, mut desired_rx) = mpsc::channel::<crate::plan::Desired>(1);
+    if let Some(client) = kube.clone() {
+        let every = Duration::from_millis(cfg.kube_relist_ms.max(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match crate::kube::list_desired(&client).await {
+                    Ok(d) => {
+                        if desired_tx.send(d).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!("Kubernetes list: {e}"),
+                }
+            }
+        });
+    }
     control
         .handle_desired(desired)
         .map_err(|e| err("store")(&e))?;
@@ -113,7 +153,7 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
 
     println!("cloudcontrol ready certs={cert_addr} shards={}", cfg.shards);
     let _ = std::io::stdout().flush();
-    tracing::info!(manifests = %manifests.display(), ring_dir = %cfg.ring_dir.display(), "started");
+    tracing::info!(manifests = ?manifests, kube = kube.is_some(), ring_dir = %cfg.ring_dir.display(), "started");
 
     let mut poll = tokio::time::interval(Duration::from_millis(cfg.poll_interval_ms));
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -136,7 +176,12 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
             Some(shard) = room_rx.recv() => {
                 waiting_room[shard] = false;
             }
-            _ = poll.tick() => {
+            Some(desired) = desired_rx.recv() => {
+                control.handle_desired(desired).map_err(|e| err("store")(&e))?;
+                *boot.nodes.write().unwrap_or_else(|p| p.into_inner()) = control.edge_nodes();
+            }
+            _ = poll.tick(), if dir.is_some() => {
+                let Some(dir) = dir.as_mut() else { continue };
                 let (objects, problems) = dir.scan();
                 for p in &problems {
                     tracing::error!("{p}");
@@ -154,6 +199,15 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
             _ = term.recv() => break,
         }
         drain(&mut control, &mut rings);
+        while let Some(change) = control.poll_status_change() {
+            if let Some(client) = kube.clone() {
+                tokio::spawn(async move {
+                    if let Err(e) = crate::kube::apply_change(&client, &change).await {
+                        tracing::warn!("Kubernetes status update {change:?}: {e}");
+                    }
+                });
+            }
+        }
         for (shard, waiting) in waiting_room.iter_mut().enumerate() {
             if *waiting {
                 continue;
