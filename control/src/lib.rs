@@ -1,8 +1,30 @@
 //! `cloudcontrol`: the cloud control process.
 //!
-//! tokio and kube-rs controllers that turn desired state (a Kubernetes API or
-//! a manifest directory) into per-node messages written into the shards'
-//! rings, apply what the edges report, checkpoint delivery, and issue the
-//! edges' certificates. It must never depend on glommio or monoio, and
-//! decides which node needs which object in plain, tested functions rather
-//! than inside reconcilers.
+//! It turns desired state — a directory of Kubernetes manifests watched by
+//! polling ([`manifest`]), or a Kubernetes API server through kube-rs
+//! ([`kube`], listed again periodically) — into per-node
+//! messages ([`plan`] decides which node needs which object), writes them
+//! into the shards' shared-memory rings ([`rings`]), applies what the edges
+//! report (node readiness, pod status, device twins: [`status`] files, and
+//! status patches in Kubernetes mode), checkpoints
+//! what every node acknowledged so that a restart resends only the rest
+//! ([`checkpoint`], LMDB), and issues the edges' certificates over HTTPS
+//! ([`certs`], [`bootstrap`], [`token`]). [`control`] ties these together as
+//! a state machine fed by [`run`]'s thin tokio loop.
+//!
+//! It must never depend on glommio or monoio, and decides which node needs
+//! which object in plain, tested functions rather than inside reconcilers.
+
+pub mod bootstrap;
+pub mod certs;
+pub mod checkpoint;
+pub mod config;
+pub mod control;
+pub mod kube;
+pub mod manifest;
+pub mod plan;
+pub mod rings;
+pub mod run;
+pub mod status;
+pub mod token;
+pub mod util;

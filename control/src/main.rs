@@ -1,13 +1,54 @@
 //! `cloudcontrol`: Apiary's cloud controllers, feeding the cloudhub shards.
 
-fn main() {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version" | "-V") => println!("cloudcontrol {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            eprintln!("usage: cloudcontrol [--version]");
-            eprintln!("cloudcontrol does not run controllers yet in this build.");
-            std::process::exit(2);
+use anyhow::Context;
+use clap::Parser;
+use control::config::{Cli, Command, ControlConfig};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token { data_dir, ttl }) => {
+            let ttl = control::token::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
+            let ca = control::certs::Ca::load_or_create(&data_dir)?;
+            let tokens = control::token::Tokens::load(&data_dir, ca.der())?;
+            println!("{}", tokens.issue(control::util::unix_ms() / 1000, ttl));
+            Ok(())
         }
+        Some(Command::Get {
+            what,
+            data_dir,
+            status_dir,
+        }) => {
+            let dir = status_dir.unwrap_or_else(|| data_dir.join("status"));
+            let table = control::status::StatusDir::new(&dir)
+                .table(&what)
+                .with_context(|| {
+                    format!("unknown resource type {what:?}: use nodes, pods or devices")
+                })?;
+            print!("{table}");
+            Ok(())
+        }
+        Some(Command::Crds) => {
+            print!("{}", control::kube::crds_yaml());
+            Ok(())
+        }
+        Some(Command::Run(args)) => run(&args),
+        None => run(&cli.run),
     }
+}
+
+fn run(args: &control::config::RunArgs) -> anyhow::Result<()> {
+    let cfg = ControlConfig::from_args(args).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(control::run::run(cfg))?;
+    Ok(())
 }

@@ -1,0 +1,322 @@
+//! The Kubernetes side of cloudcontrol: KubeEdge's Device and DeviceModel
+//! custom resources (`devices.kubeedge.io/v1beta1`, defined with
+//! kube-derive; `cloudcontrol crds` prints their CRDs, checked in under
+//! `control/crds/`), reading the desired state from an API server into the
+//! same [`Desired`] the manifest source makes, and the upstream writes:
+//! the Node Ready condition (creating the Node when it does not exist), Pod
+//! status, and Device status twins, as status patches.
+//!
+//! [`crate::run`] uses it with `--kube` (or when no manifest directory is
+//! given and a kubeconfig exists): the desired state is listed again every
+//! `kubeRelistMs` (watch streams are not used yet), and status changes are
+//! patched asynchronously after the status files are written. These paths
+//! are tested against a mocked API service.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ::kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use ::kube::{Client, CustomResource, CustomResourceExt, Resource};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::plan::{CLUSTER_NAMESPACE, Desired, DesiredObject, EDGE_LABEL, kind};
+use schema::records::ObjectKey;
+
+/// A reference to a DeviceModel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ModelRef {
+    pub name: String,
+}
+
+/// A twin value with its metadata (`timestamp`, `type`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct TwinProperty {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A device property: its desired value and how often it is read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceProperty {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<TwinProperty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_cycle: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect_cycle: Option<i64>,
+}
+
+/// The protocol a device speaks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtocolConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_data: Option<BTreeMap<String, String>>,
+}
+
+/// KubeEdge's Device (`devices.kubeedge.io/v1beta1`).
+#[derive(CustomResource, Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "devices.kubeedge.io",
+    version = "v1beta1",
+    kind = "Device",
+    namespaced,
+    status = "DeviceStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_model_ref: Option<ModelRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<DeviceProperty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<ProtocolConfig>,
+}
+
+/// A reported twin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Twin {
+    pub property_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<TwinProperty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_desired: Option<TwinProperty>,
+}
+
+/// A Device's status: the twins its node reported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DeviceStatus {
+    #[serde(default)]
+    pub twins: Vec<Twin>,
+}
+
+/// A property of a device model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelProperty {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<String>,
+}
+
+/// KubeEdge's DeviceModel (`devices.kubeedge.io/v1beta1`).
+#[derive(CustomResource, Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "devices.kubeedge.io",
+    version = "v1beta1",
+    kind = "DeviceModel",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceModelSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<ModelProperty>,
+}
+
+/// The CRDs of Device and DeviceModel as YAML documents.
+pub fn crds_yaml() -> String {
+    let mut out = String::new();
+    for crd in [Device::crd(), DeviceModel::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd).unwrap_or_default());
+    }
+    out
+}
+
+/// Reads the desired state from the API server: edge Nodes, and every
+/// Pod, ConfigMap, Secret, Device and DeviceModel (the plan picks what each
+/// node needs). resourceVersions are the API server's.
+pub async fn list_desired(client: &Client) -> Result<Desired, ::kube::Error> {
+    let mut d = Desired::default();
+    let edge = ListParams::default().labels(EDGE_LABEL);
+    add(
+        &mut d,
+        kind::NODE,
+        Api::<Node>::all(client.clone()).list(&edge).await?.items,
+    );
+    let all = ListParams::default();
+    add(
+        &mut d,
+        kind::POD,
+        Api::<Pod>::all(client.clone()).list(&all).await?.items,
+    );
+    add(
+        &mut d,
+        kind::CONFIGMAP,
+        Api::<ConfigMap>::all(client.clone())
+            .list(&all)
+            .await?
+            .items,
+    );
+    add(
+        &mut d,
+        kind::SECRET,
+        Api::<Secret>::all(client.clone()).list(&all).await?.items,
+    );
+    add(
+        &mut d,
+        kind::DEVICE,
+        Api::<Device>::all(client.clone()).list(&all).await?.items,
+    );
+    add(
+        &mut d,
+        kind::DEVICEMODEL,
+        Api::<DeviceModel>::all(client.clone())
+            .list(&all)
+            .await?
+            .items,
+    );
+    Ok(d)
+}
+
+fn add<K>(d: &mut Desired, kind: &str, items: Vec<K>)
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    for item in items {
+        let meta = item.meta();
+        let (Some(name), Some(rv)) = (meta.name.clone(), meta.resource_version.as_deref()) else {
+            continue;
+        };
+        let Ok(rv) = rv.parse::<u64>() else {
+            tracing::warn!(kind, name, rv, "resourceVersion is not a number: skipped");
+            continue;
+        };
+        let namespace = meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| CLUSTER_NAMESPACE.to_owned());
+        let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("apiVersion".into(), K::api_version(&()).into());
+            obj.insert("kind".into(), K::kind(&()).into());
+        }
+        let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap_or_default().into();
+        let key = ObjectKey {
+            kind: kind.to_owned(),
+            namespace,
+            name,
+        };
+        d.objects.insert(key, DesiredObject { rv, value, content });
+    }
+}
+
+/// Sets an edge node's Ready condition from its link; creates the Node
+/// (labelled as an edge node) when the API server has none.
+pub async fn set_node_ready(
+    client: &Client,
+    node: &str,
+    ready: bool,
+    reason: &str,
+    now: &str,
+) -> Result<(), ::kube::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = json!({"status": {"conditions": [{
+        "type": "Ready", "status": if ready { "True" } else { "False" }, "reason": reason,
+        "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+    let pp = PatchParams::default();
+    match api.patch_status(node, &pp, &Patch::Strategic(&patch)).await {
+        Err(::kube::Error::Api(e)) if e.code == 404 => {
+            let mut n = Node::default();
+            n.metadata.name = Some(node.to_owned());
+            n.metadata.labels = Some([(EDGE_LABEL.to_owned(), String::new())].into());
+            api.create(&PostParams::default(), &n).await?;
+            api.patch_status(node, &pp, &Patch::Strategic(&patch))
+                .await
+                .map(drop)
+        }
+        r => r.map(drop),
+    }
+}
+
+/// Replaces a Pod's status with what its node reported.
+pub async fn patch_pod_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &Value,
+) -> Result<(), ::kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let patch = json!({"status": status});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+}
+
+/// Writes the twins a node reported into a Device's status.
+pub async fn patch_device_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    reported: &Value,
+) -> Result<(), ::kube::Error> {
+    let api: Api<Device> = Api::namespaced(client.clone(), namespace);
+    let patch = json!({"status": {"twins": reported["twins"]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+}
+
+/// Merges what a node reported about itself (conditions and other
+/// NodeStatus fields) into its status.
+pub async fn patch_node_status(
+    client: &Client,
+    node: &str,
+    status: &Value,
+) -> Result<(), ::kube::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = json!({"status": status});
+    api.patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .map(drop)
+}
+
+/// Applies one [`StatusChange`] to the API server.
+pub async fn apply_change(
+    client: &Client,
+    change: &crate::control::StatusChange,
+) -> Result<(), ::kube::Error> {
+    use crate::control::StatusChange as C;
+    match change {
+        C::NodeLink {
+            node,
+            ready,
+            reason,
+            at_ms,
+        } => set_node_ready(client, node, *ready, reason, &crate::util::rfc3339(*at_ms)).await,
+        C::Node { node, status } => patch_node_status(client, node, status).await,
+        C::Pod {
+            namespace,
+            name,
+            status,
+        } => patch_pod_status(client, namespace, name, status).await,
+        C::Device {
+            namespace,
+            name,
+            reported,
+        } => patch_device_status(client, namespace, name, reported).await,
+    }
+}
