@@ -75,6 +75,11 @@ pub struct Modules {
     pub edge_hub: EdgeHub,
     pub edged: Edged,
     pub meta_manager: MetaManager,
+    /// `[modules.eventBus]`: the devices' MQTT broker, embedded (default,
+    /// 127.0.0.1:1883) or external (`mqttMode = "external"`). Not written
+    /// by `edgecore join`: its defaults apply until the file names it.
+    #[serde(skip_serializing)]
+    pub event_bus: crate::broker::EventBusConfig,
 }
 
 /// `[modules.edgeHub]`: the link to cloudhub.

@@ -36,6 +36,8 @@ pub enum DaemonError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Devices(#[from] crate::devices::DevicesError),
 }
 
 /// What the daemon's tasks share on its one thread.
@@ -91,6 +93,20 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
         monoio::spawn(metaserver::serve(listener, shared.clone()));
     }
     let (tx, rx) = mpsc::unbounded();
+    if config.modules.event_bus.enable {
+        let node = &config.modules.edged.hostname_override;
+        let devices = crate::devices::Devices::start(
+            &config.modules.event_bus,
+            &shared.store.env,
+            node,
+            Upstream::new(tx.clone()),
+        )?;
+        shared
+            .hooks
+            .borrow_mut()
+            .on_change
+            .push(Box::new(move |changes| devices.handle_changes(changes)));
+    }
     let on_start = shared.hooks.borrow_mut().on_start.take();
     if let Some(on_start) = on_start {
         on_start(Upstream::new(tx.clone()));

@@ -18,6 +18,7 @@
 pub mod broker;
 pub mod config;
 pub mod daemon;
+pub mod devices;
 pub mod hooks;
 pub mod join;
 pub mod link;

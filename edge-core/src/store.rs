@@ -113,7 +113,9 @@ impl Store {
             source,
         })?;
         let mut options = EnvOpenOptions::new();
-        options.map_size(map_size).max_dbs(5);
+        // Five of the store's own and DeviceTwin's two (`twin_devices`,
+        // `twin_twins`), plus room.
+        options.map_size(map_size).max_dbs(10);
         // SAFETY: LMDB requires that one process opens an environment only
         // once and that nothing else truncates or rewrites the file while it
         // is mapped. edgecore opens its data directory once, at start, and

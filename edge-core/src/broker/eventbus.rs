@@ -21,15 +21,28 @@ pub enum MqttMode {
 }
 
 /// `eventBus` in edgecore's config.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EventBusConfig {
+    /// Run the EventBus and DeviceTwin in the daemon. Default true.
+    pub enable: bool,
     /// Default `internal`.
     pub mqtt_mode: MqttMode,
     /// Settings of the embedded broker (`internal` mode).
     pub broker: BrokerConfig,
     /// Settings of the external-broker client (`external` mode).
     pub external: ExternalConfig,
+}
+
+impl Default for EventBusConfig {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            mqtt_mode: MqttMode::default(),
+            broker: BrokerConfig::default(),
+            external: ExternalConfig::default(),
+        }
+    }
 }
 
 /// The running EventBus, either mode.

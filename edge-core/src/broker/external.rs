@@ -15,7 +15,7 @@ use super::{FrameError, KUBEEDGE_TOPICS, LocalMessage, PublishError};
 pub use super::external_glue::{ClientHandle, run};
 
 /// Settings of the external-broker mode (`eventBus.mqttServerExternal`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ExternalConfig {
     /// Broker address. Default `127.0.0.1:1883`.

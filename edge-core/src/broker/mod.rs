@@ -69,7 +69,7 @@ pub struct User {
 }
 
 /// Broker settings (`eventBus.broker` in edgecore's config).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct BrokerConfig {
     /// Address of the embedded broker. Default `127.0.0.1:1883` (KubeEdge's

@@ -266,7 +266,8 @@ pub fn edge_config(dir: &Path, pki: &Pki, cloud: &str) -> PathBuf {
          [modules.edgeHub]\nserver = {cloud:?}\ntlsCaFile = {ca:?}\n\
          tlsCertFile = {cert:?}\ntlsPrivateKeyFile = {key:?}\nheartbeat = 2\n\n\
          [modules.edged]\nhostnameOverride = {NODE:?}\nnodeStatusUpdateFrequency = 1\n\n\
-         [modules.metaManager.metaServer]\nserver = \"127.0.0.1:0\"\n",
+         [modules.metaManager.metaServer]\nserver = \"127.0.0.1:0\"\n\n\
+         [modules.eventBus.broker]\nlisten = \"127.0.0.1:0\"\n",
         data = dir.join("data"),
         ca = pki.ca,
         cert = pki.edge_cert,
