@@ -29,6 +29,11 @@ commands:
           --hub-bin PATH          cloudhub to run (default: beside fleetbench,
                                   built with cargo if missing)
           --out DIR (target/fleetbench)
+  edge [--rate MSG/S (1000)] [--duration S (10)] [--objects N]
+        one real edgecore connected to a real cloudhub: resident memory
+        idle and while messages arrive at --rate for --duration, then
+        durable apply throughput with --objects messages flat out
+        (use e.g. --objects 20000)
   compare [the same flags]
         the downstream workload (each node receives its own --objects
         messages) through Apiary, mosquitto (QoS 1, one topic per node),

@@ -56,3 +56,19 @@ fn a_storm_brings_every_node_back_and_idle_reports_memory() {
     assert!(report["hub_rss_bytes"].as_u64().unwrap() > 0);
     assert_eq!(report["nodes"], 60);
 }
+
+#[test]
+fn one_edgecore_under_load_reports_its_memory_and_apply_rate() {
+    let report = run(
+        "edge",
+        &["--objects", "500", "--duration", "1", "--rate", "200"],
+    );
+    let edge = &report["edge"];
+    assert_eq!(edge["apply_messages"], 500, "{report:#}");
+    assert!(edge["apply_per_second"].as_f64().unwrap() > 0.0);
+    let idle = edge["rss_idle_bytes"].as_u64().unwrap();
+    assert!(
+        idle > 0 && edge["rss_loaded_bytes"].as_u64().unwrap() >= idle,
+        "{report:#}"
+    );
+}

@@ -23,6 +23,8 @@ pub struct Work {
     /// Messages per second for this shard; 0 = as fast as the ring takes.
     pub rate: f64,
     pub payload: usize,
+    /// Number of the first object (objects are `obj-{n}`).
+    pub first_object: u64,
 }
 
 /// What the control side saw.
@@ -110,7 +112,7 @@ fn run(
         while pushed < allowed {
             let record = pending.take().unwrap_or_else(|| {
                 let node = &work.nodes[(pushed % work.nodes.len() as u64) as usize];
-                let object = pushed / work.nodes.len() as u64;
+                let object = work.first_object + pushed / work.nodes.len() as u64;
                 downstream(node, object, work.payload)
             });
             match ring.push_and_wake(&record) {

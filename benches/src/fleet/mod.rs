@@ -9,6 +9,7 @@
 pub mod compare;
 pub mod control;
 pub mod edge;
+pub mod edgecore;
 pub mod hub;
 pub mod pki;
 pub mod report;
@@ -35,6 +36,8 @@ pub enum Scenario {
     Downstream,
     Upstream,
     Mixed,
+    /// One real `edgecore` process (see [`edgecore`]).
+    Edge,
 }
 
 impl Scenario {
@@ -45,6 +48,7 @@ impl Scenario {
             "downstream" => Self::Downstream,
             "upstream" => Self::Upstream,
             "mixed" => Self::Mixed,
+            "edge" => Self::Edge,
             _ => return None,
         })
     }
@@ -56,6 +60,7 @@ impl Scenario {
             Self::Downstream => "downstream",
             Self::Upstream => "upstream",
             Self::Mixed => "mixed",
+            Self::Edge => "edge",
         }
     }
 }
@@ -162,6 +167,13 @@ fn check_open_files(nodes: usize) -> Result<(), String> {
 
 /// Runs one scenario and prints its figures.
 pub fn run(scenario: Scenario, o: &Options) -> Result<Report, String> {
+    if scenario == Scenario::Edge {
+        let dir = std::env::temp_dir().join(format!("fleetbench-edge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let result = edgecore::run(o, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        return result;
+    }
     check_open_files(o.nodes)?;
     let dir = std::env::temp_dir().join(format!("fleetbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -257,6 +269,7 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
             },
             rate: o.rate * share,
             payload: o.payload,
+            first_object: 0,
             nodes,
         };
         threads.push(control::spawn(
@@ -292,6 +305,7 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
                 per_hub_cpu_second: o.nodes as f64 / cpu.max(0.01),
             });
         }
+        Scenario::Edge => unreachable!("run by edgecore::run"),
         Scenario::Downstream | Scenario::Upstream | Scenario::Mixed => {
             if upstream {
                 commands.send_modify(|c| c.upstream_rate = o.upstream_rate);

@@ -58,7 +58,8 @@ impl Pki {
         let ca_pem = ca.self_signed(&ca_key)?.pem();
         let issuer = Issuer::new(ca, ca_key);
         let server_key = key()?;
-        let mut server = CertificateParams::new(vec!["localhost".to_owned()])?;
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
         server
             .distinguished_name
             .push(DnType::CommonName, "cloudhub");
@@ -85,6 +86,25 @@ impl Pki {
             issuer,
             roots: Arc::new(roots),
         })
+    }
+
+    /// A certificate and key for `node`, as PEM files in `dir` (for an
+    /// `edgecore` process).
+    pub fn client_files(&self, node: &str, dir: &Path) -> Result<(PathBuf, PathBuf), PkiError> {
+        let key = key()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, node);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let write = |name: String, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| PkiError(format!("writing {}: {e}", path.display())))?;
+            Ok::<_, PkiError>(path)
+        };
+        Ok((
+            write(format!("{node}.crt"), &cert.pem())?,
+            write(format!("{node}.key"), &key.serialize_pem())?,
+        ))
     }
 
     /// A TLS 1.3 client configuration presenting a certificate for `node`.

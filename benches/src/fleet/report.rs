@@ -48,7 +48,22 @@ pub struct Report {
     pub downstream: Option<Direction>,
     pub upstream: Option<Direction>,
     pub storm: Option<Storm>,
+    pub edge: Option<EdgeFigures>,
     pub samples: Vec<Sample>,
+}
+
+/// One `edgecore` process under load.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EdgeFigures {
+    /// Resident memory with the link up and nothing flowing.
+    pub rss_idle_bytes: u64,
+    /// Highest resident memory while messages arrived at `rate`.
+    pub rss_loaded_bytes: u64,
+    pub rate: f64,
+    /// Messages applied, committed durably and acknowledged per second,
+    /// flat out.
+    pub apply_per_second: f64,
+    pub apply_messages: u64,
 }
 
 /// A one-line description of this machine.
@@ -130,6 +145,23 @@ impl Report {
                 ));
                 rows.push((format!("{name} lost"), d.lost.to_string()));
             }
+        }
+        if let Some(e) = &self.edge {
+            rows.push((
+                "edgecore resident, idle".into(),
+                format!("{:.1} MiB", mib(e.rss_idle_bytes)),
+            ));
+            rows.push((
+                format!("edgecore resident, {:.0} msg/s", e.rate),
+                format!("{:.1} MiB", mib(e.rss_loaded_bytes)),
+            ));
+            rows.push((
+                "edgecore durable apply, flat out".into(),
+                format!(
+                    "{:.0} msg/s ({} messages)",
+                    e.apply_per_second, e.apply_messages
+                ),
+            ));
         }
         if let Some(s) = &self.storm {
             rows.push((
