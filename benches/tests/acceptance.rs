@@ -2,8 +2,8 @@
 //! the example manifests, `cloudhub` with the certificates cloudcontrol
 //! made, and two `edgecore` processes joined with tokens. A manifest change
 //! reaches both edges' MetaServers; a twin update published by an MQTT
-//! client on an edge comes back as Device status in `cloudcontrol get
-//! devices`; `cloudhub` killed with SIGKILL and started again loses
+//! client on an edge is answered with a delta and comes back as Device
+//! status in `cloudcontrol get devices`; `cloudhub` killed with SIGKILL and started again loses
 //! nothing.
 //!
 //! Every wait polls what a user would look at (an HTTP answer, a command's
@@ -156,41 +156,59 @@ fn start_hub(dir: &Path, data: &Path, rings: &Path, port: u16) -> (Process, u16)
     (hub, tls.port())
 }
 
-fn twin_update(mqtt: SocketAddr, device: &str, value: &str) {
+/// Publishes a reported temperature for `device` on the edge's broker, as a
+/// device driver does, and returns the delta the edge answers with (the
+/// example Device desires 20).
+fn twin_update(mqtt: SocketAddr, device: &str, value: &str) -> serde_json::Value {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut options =
-            rumqttc::MqttOptions::new("thermometer-driver", mqtt.ip().to_string(), mqtt.port());
+        let mut options = rumqttc::MqttOptions::new(
+            format!("driver-{value}"),
+            mqtt.ip().to_string(),
+            mqtt.port(),
+        );
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = rumqttc::AsyncClient::new(options, 10);
+        let delta_topic = format!("$hw/events/device/{device}/twin/update/delta");
+        client
+            .subscribe(&delta_topic, rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
         let payload = format!(
             r#"{{"event_id":"e-{value}","timestamp":0,"twin":{{"temperature":{{"actual":{{"value":"{value}"}},"metadata":{{"type":"Updated"}}}}}}}}"#
         );
-        client
-            .publish(
-                format!("$hw/events/device/{device}/twin/update"),
-                rumqttc::QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await
-            .unwrap();
-        // Until the broker acknowledged the publish.
+        let mut published = false;
         tokio::time::timeout(PATIENCE, async {
             loop {
-                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) =
-                    events.poll().await
-                {
-                    return;
+                match events.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) if !published => {
+                        published = true;
+                        client
+                            .publish(
+                                format!("$hw/events/device/{device}/twin/update"),
+                                rumqttc::QoS::AtLeastOnce,
+                                false,
+                                payload.clone(),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))
+                        if p.topic == delta_topic =>
+                    {
+                        return serde_json::from_slice(&p.payload).expect("a JSON delta");
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("MQTT connection to the edge: {e}"),
                 }
             }
         })
         .await
-        .expect("PUBACK from the edge's broker");
-    });
+        .expect("a delta from the edge")
+    })
 }
 
 fn devices_table(data: &Path) -> String {
@@ -289,8 +307,19 @@ fn manifests_reach_edges_twins_reach_the_cloud_and_a_hub_restart_loses_nothing()
         });
     }
 
-    // A device reports a twin value over MQTT on edge-1: the cloud shows it.
-    twin_update(edges[0].2, "thermometer-1", "21.5");
+    // A device reports a twin value over MQTT on edge-1 once the edge has
+    // its Device: the edge answers with a delta and the cloud shows it.
+    eventually("the Device on edge-1", || {
+        matches!(
+            get(
+                edges[0].1,
+                "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices/thermometer-1"
+            ),
+            Some((200, _))
+        )
+    });
+    let delta = twin_update(edges[0].2, "thermometer-1", "21.5");
+    assert_eq!(delta["delta"]["temperature"], "20", "{delta}");
     eventually(
         "the reported temperature in `cloudcontrol get devices`",
         || devices_table(&data).contains("temperature=21.5"),
@@ -310,7 +339,8 @@ fn manifests_reach_edges_twins_reach_the_cloud_and_a_hub_restart_loses_nothing()
             configmap_says(*meta, "after the restart")
         });
     }
-    twin_update(edges[0].2, "thermometer-1", "22.5");
+    let delta = twin_update(edges[0].2, "thermometer-1", "22.5");
+    assert_eq!(delta["delta"]["temperature"], "20", "{delta}");
     eventually("a report after the restart", || {
         devices_table(&data).contains("temperature=22.5")
     });

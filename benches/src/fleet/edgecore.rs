@@ -5,7 +5,7 @@
 //! `--objects` messages pushed flat out.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,29 +27,6 @@ impl Drop for Edge {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `edgecore` beside the hub binary (built the same way).
-fn binary(o: &Options) -> Result<PathBuf, String> {
-    let hub = hub::binary(o.hub_bin.as_deref())?;
-    let path = hub.with_file_name("edgecore");
-    if path.exists() {
-        return Ok(path);
-    }
-    eprintln!("fleetbench: building edgecore (cargo build -p edge-core --bin edgecore)");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo
-        .current_dir(root)
-        .args(["build", "-p", "edge-core", "--bin", "edgecore"]);
-    if hub.parent().is_some_and(|d| d.ends_with("release")) {
-        cargo.arg("--release");
-    }
-    let status = cargo.status().map_err(|e| format!("running cargo: {e}"))?;
-    if !status.success() || !path.exists() {
-        return Err(format!("edgecore was not built at {}", path.display()));
-    }
-    Ok(path)
 }
 
 /// Pushes `objects` messages for the edge (at `rate`, 0 = flat out) and
@@ -103,7 +80,7 @@ fn phase(
 /// Runs the scenario in `dir`.
 pub fn run(o: &Options, dir: &Path) -> Result<Report, String> {
     let pki = Pki::new(dir).map_err(|e| e.to_string())?;
-    let edgecore = binary(o)?;
+    let edgecore = hub::workspace_binary("edgecore", "edge-core")?;
     let hub = Hub::start(
         dir,
         &pki,

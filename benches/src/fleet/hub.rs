@@ -30,31 +30,35 @@ pub struct HubOptions {
     pub ring_bytes: usize,
 }
 
-/// The `cloudhub` binary: `--hub-bin`, else the one built beside this
-/// program, else built now with cargo in the same profile.
+/// The `cloudhub` binary: `--hub-bin`, else [`workspace_binary`].
 pub fn binary(explicit: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(path) = explicit {
-        return Ok(path.to_owned());
+    match explicit {
+        Some(path) => Ok(path.to_owned()),
+        None => workspace_binary("cloudhub", "shards"),
     }
+}
+
+/// A binary of the workspace: the one built beside this program, else built
+/// now with cargo in the same profile.
+pub fn workspace_binary(name: &str, package: &str) -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = me.parent().ok_or("no directory of fleetbench")?;
-    let beside = dir.join("cloudhub");
+    let beside = dir.join(name);
     if beside.exists() {
         return Ok(beside);
     }
-    let release = dir.ends_with("release");
-    eprintln!("fleetbench: building cloudhub (cargo build -p shards --bin cloudhub)");
+    eprintln!("fleetbench: building {name} (cargo build -p {package} --bin {name})");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
         .current_dir(root)
-        .args(["build", "-p", "shards", "--bin", "cloudhub"]);
-    if release {
+        .args(["build", "-p", package, "--bin", name]);
+    if dir.ends_with("release") {
         cargo.arg("--release");
     }
     let status = cargo.status().map_err(|e| format!("running cargo: {e}"))?;
     if !status.success() || !beside.exists() {
-        return Err(format!("cloudhub was not built at {}", beside.display()));
+        return Err(format!("{name} was not built at {}", beside.display()));
     }
     Ok(beside)
 }
