@@ -18,8 +18,17 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Debian installs mosquitto in /usr/sbin, which is not on every PATH.
+fn mosquitto() -> &'static str {
+    if Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    }
+}
+
 fn mosquitto_present() -> bool {
-    Command::new("mosquitto")
+    Command::new(mosquitto())
         .arg("-h")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -44,7 +53,7 @@ fn start_mosquitto(dir: &Path, port: u16) -> Mosquitto {
         "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false"
     )
     .unwrap();
-    let child = Command::new("mosquitto")
+    let child = Command::new(mosquitto())
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
