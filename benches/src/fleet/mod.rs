@@ -331,26 +331,12 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
             let (down_latency, up_latency) = stats.latency();
             if downstream {
                 let got = stats.downstream.load(Ordering::Relaxed);
-                report.downstream = Some(Direction {
-                    messages: got,
-                    seconds,
-                    per_second: got as f64 / seconds,
-                    per_hub_cpu_second: got as f64 / cpu,
-                    latency: down_latency,
-                    lost: total.saturating_sub(got),
-                });
+                report.downstream = Some(Direction::of(got, total, seconds, cpu, down_latency));
             }
             if upstream {
                 let got = stats.upstream_received.load(Ordering::Relaxed);
                 let sent = stats.upstream_sent.load(Ordering::Relaxed);
-                report.upstream = Some(Direction {
-                    messages: got,
-                    seconds,
-                    per_second: got as f64 / seconds,
-                    per_hub_cpu_second: got as f64 / cpu,
-                    latency: up_latency,
-                    lost: sent.saturating_sub(got),
-                });
+                report.upstream = Some(Direction::of(got, sent, seconds, cpu, up_latency));
             }
         }
     }

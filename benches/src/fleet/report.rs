@@ -20,6 +20,21 @@ pub struct Direction {
     pub lost: u64,
 }
 
+impl Direction {
+    /// `got` of `expected` messages in `seconds`, the hub using `cpu`
+    /// CPU-seconds meanwhile.
+    pub fn of(got: u64, expected: u64, seconds: f64, cpu: f64, latency: Latency) -> Self {
+        Self {
+            messages: got,
+            seconds,
+            per_second: got as f64 / seconds,
+            per_hub_cpu_second: got as f64 / cpu,
+            latency,
+            lost: expected.saturating_sub(got),
+        }
+    }
+}
+
 /// The reconnect storm's figures.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Storm {
