@@ -104,9 +104,6 @@ pub struct ControlConfig {
     /// manifest directory is given and a kubeconfig exists (`KUBECONFIG` or
     /// `~/.kube/config`).
     pub kube: bool,
-    /// Kubernetes mode: how often the desired state is listed again.
-    /// Default 5000 ms.
-    pub kube_relist_ms: u64,
 }
 
 impl Default for ControlConfig {
@@ -123,7 +120,6 @@ impl Default for ControlConfig {
             edge_cert_validity_days: 365,
             poll_interval_ms: 500,
             kube: false,
-            kube_relist_ms: 5000,
         }
     }
 }

@@ -1,29 +1,26 @@
 //! The Kubernetes side of cloudcontrol: KubeEdge's Device and DeviceModel
 //! custom resources (`devices.kubeedge.io/v1beta1`, defined with
 //! kube-derive; `cloudcontrol crds` prints their CRDs, checked in under
-//! `control/crds/`), reading the desired state from an API server into the
-//! same [`Desired`] the manifest source makes, and the upstream writes:
-//! the Node Ready condition (creating the Node when it does not exist), Pod
-//! status, and Device status twins, as status patches.
+//! `control/crds/`), and the upstream writes: the Node Ready condition
+//! (creating the Node when it does not exist), Pod status, and Device
+//! status twins, as status patches.
 //!
 //! [`crate::run`] uses it with `--kube` (or when no manifest directory is
-//! given and a kubeconfig exists): the desired state is listed again every
-//! `kubeRelistMs` (watch streams are not used yet), and status changes are
-//! patched asynchronously after the status files are written. These paths
-//! are tested against a mocked API service.
+//! given and a kubeconfig exists): [`crate::watch`] keeps the desired
+//! state from watch streams, and [`crate::patches`] sends status changes,
+//! retried, after the status files are written. These paths are tested
+//! against a mocked API service.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use ::kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use ::kube::{Client, CustomResource, CustomResourceExt, Resource};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use ::kube::api::{Api, Patch, PatchParams, PostParams};
+use ::kube::{Client, CustomResource, CustomResourceExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::plan::{CLUSTER_NAMESPACE, Desired, DesiredObject, EDGE_LABEL, kind};
-use schema::records::ObjectKey;
+use crate::plan::EDGE_LABEL;
 
 /// A reference to a DeviceModel.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -144,84 +141,6 @@ pub fn crds_yaml() -> String {
         out.push_str(&serde_saphyr::to_string(&crd).unwrap_or_default());
     }
     out
-}
-
-/// Reads the desired state from the API server: edge Nodes, and every
-/// Pod, ConfigMap, Secret, Device and DeviceModel (the plan picks what each
-/// node needs). resourceVersions are the API server's.
-pub async fn list_desired(client: &Client) -> Result<Desired, ::kube::Error> {
-    let mut d = Desired::default();
-    let edge = ListParams::default().labels(EDGE_LABEL);
-    add(
-        &mut d,
-        kind::NODE,
-        Api::<Node>::all(client.clone()).list(&edge).await?.items,
-    );
-    let all = ListParams::default();
-    add(
-        &mut d,
-        kind::POD,
-        Api::<Pod>::all(client.clone()).list(&all).await?.items,
-    );
-    add(
-        &mut d,
-        kind::CONFIGMAP,
-        Api::<ConfigMap>::all(client.clone())
-            .list(&all)
-            .await?
-            .items,
-    );
-    add(
-        &mut d,
-        kind::SECRET,
-        Api::<Secret>::all(client.clone()).list(&all).await?.items,
-    );
-    add(
-        &mut d,
-        kind::DEVICE,
-        Api::<Device>::all(client.clone()).list(&all).await?.items,
-    );
-    add(
-        &mut d,
-        kind::DEVICEMODEL,
-        Api::<DeviceModel>::all(client.clone())
-            .list(&all)
-            .await?
-            .items,
-    );
-    Ok(d)
-}
-
-fn add<K>(d: &mut Desired, kind: &str, items: Vec<K>)
-where
-    K: Resource<DynamicType = ()> + Serialize,
-{
-    for item in items {
-        let meta = item.meta();
-        let (Some(name), Some(rv)) = (meta.name.clone(), meta.resource_version.as_deref()) else {
-            continue;
-        };
-        let Ok(rv) = rv.parse::<u64>() else {
-            tracing::warn!(kind, name, rv, "resourceVersion is not a number: skipped");
-            continue;
-        };
-        let namespace = meta
-            .namespace
-            .clone()
-            .unwrap_or_else(|| CLUSTER_NAMESPACE.to_owned());
-        let mut value = serde_json::to_value(&item).unwrap_or(Value::Null);
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("apiVersion".into(), K::api_version(&()).into());
-            obj.insert("kind".into(), K::kind(&()).into());
-        }
-        let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap_or_default().into();
-        let key = ObjectKey {
-            kind: kind.to_owned(),
-            namespace,
-            name,
-        };
-        d.objects.insert(key, DesiredObject { rv, value, content });
-    }
 }
 
 /// Sets an edge node's Ready condition from its link; creates the Node

@@ -2,11 +2,11 @@
 //!
 //! It turns desired state — a directory of Kubernetes manifests watched by
 //! polling ([`manifest`]), or a Kubernetes API server through kube-rs
-//! ([`kube`], listed again periodically) — into per-node
+//! watch streams ([`watch`], custom resources in [`kube`]) — into per-node
 //! messages ([`plan`] decides which node needs which object), writes them
 //! into the shards' shared-memory rings ([`rings`]), applies what the edges
 //! report (node readiness, pod status, device twins: [`status`] files, and
-//! status patches in Kubernetes mode), checkpoints
+//! status patches in Kubernetes mode, retried by [`patches`]), checkpoints
 //! what every node acknowledged so that a restart resends only the rest
 //! ([`checkpoint`], LMDB), and issues the edges' certificates over HTTPS
 //! ([`certs`], [`bootstrap`], [`token`]). [`control`] ties these together as
@@ -22,9 +22,11 @@ pub mod config;
 pub mod control;
 pub mod kube;
 pub mod manifest;
+pub mod patches;
 pub mod plan;
 pub mod rings;
 pub mod run;
 pub mod status;
 pub mod token;
 pub mod util;
+pub mod watch;

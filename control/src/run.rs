@@ -79,6 +79,17 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
     });
     tokio::spawn(bootstrap::serve(listener, acceptor, boot.clone()));
 
+    // Kubernetes mode: watch streams keep the desired state; status
+    // changes are patched, with retries, by their own task.
+    let (kube_tx, mut kube_rx) = tokio::sync::watch::channel(None);
+    let mut patches = None;
+    if let Some(client) = kube.clone() {
+        tokio::spawn(crate::watch::watch_desired(client.clone(), kube_tx));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(crate::patches::write_patches(client, rx));
+        patches = Some(tx);
+    }
+
     // The first state, before anything is read from the rings.
     let mut dir = manifests.as_deref().map(ManifestDir::new);
     let desired = match (&mut dir, &kube) {
@@ -91,31 +102,19 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
                 .apply(&mut store, objects.unwrap_or_default())
                 .map_err(|e| err("store")(&e))?
         }
-        (None, Some(client)) => crate::kube::list_desired(client)
-            .await
-            .map_err(|e| err("Kubernetes list")(&e))?,
+        (None, Some(_)) => {
+            tracing::info!("waiting for the first list of every kind from Kubernetes");
+            kube_rx
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| RunError("Kubernetes watch ended".into()))?
+                .clone()
+                .unwrap_or_default()
+        }
         (None, None) => unreachable!("checked above"),
     };
     let mut control = Control::new(cfg.shards, store, status);
     control.report_status_changes(kube.is_some());
-    // Kubernetes mode: the desired state listed again every kubeRelistMs.
-    let (desired_tx, mut desired_rx) = mpsc::channel::<crate::plan::Desired>(1);
-    if let Some(client) = kube.clone() {
-        let every = Duration::from_millis(cfg.kube_relist_ms.max(100));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match crate::kube::list_desired(&client).await {
-                    Ok(d) => {
-                        if desired_tx.send(d).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!("Kubernetes list: {e}"),
-                }
-            }
-        });
-    }
     control
         .handle_desired(desired)
         .map_err(|e| err("store")(&e))?;
@@ -176,7 +175,8 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
             Some(shard) = room_rx.recv() => {
                 waiting_room[shard] = false;
             }
-            Some(desired) = desired_rx.recv() => {
+            Ok(()) = kube_rx.changed(), if kube.is_some() => {
+                let Some(desired) = kube_rx.borrow_and_update().clone() else { continue };
                 control.handle_desired(desired).map_err(|e| err("store")(&e))?;
                 *boot.nodes.write().unwrap_or_else(|p| p.into_inner()) = control.edge_nodes();
             }
@@ -200,12 +200,8 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
         }
         drain(&mut control, &mut rings);
         while let Some(change) = control.poll_status_change() {
-            if let Some(client) = kube.clone() {
-                tokio::spawn(async move {
-                    if let Err(e) = crate::kube::apply_change(&client, &change).await {
-                        tracing::warn!("Kubernetes status update {change:?}: {e}");
-                    }
-                });
+            if let Some(tx) = &patches {
+                let _ = tx.send(change);
             }
         }
         for (shard, waiting) in waiting_room.iter_mut().enumerate() {

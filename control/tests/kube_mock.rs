@@ -1,7 +1,8 @@
-//! The Kubernetes paths against a mocked API service (`tower-test`, as
-//! kube's own tests do; no API server can run here): listing the desired
-//! state, the Node Ready condition (creating the Node on 404), Pod and
-//! Device status patches, and the checked-in CRDs.
+//! The Kubernetes status writes against a mocked API service
+//! (`tower-test`, as kube's own tests do; no API server can run here): the
+//! Node Ready condition (creating the Node on 404), Pod and Device status
+//! patches, their retries, and the checked-in CRDs. The watch streams are
+//! tested in `kube_watch.rs`.
 
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
@@ -46,78 +47,6 @@ async fn expect(
             .unwrap(),
     );
     (body, format!("{ctype} {query}"))
-}
-
-fn list(kind: &str, api_version: &str, items: Value) -> Value {
-    json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": {"resourceVersion": "100"}, "items": items})
-}
-
-#[tokio::test]
-async fn lists_the_desired_state_and_plans_it() {
-    let (client, mut h) = mock();
-    let server = tokio::spawn(async move {
-        let (_, q) = expect(&mut h, Method::GET, "/api/v1/nodes", 200, list("Node", "v1", json!([
-            {"metadata": {"name": "edge-1", "resourceVersion": "11", "labels": {"node-role.kubernetes.io/edge": ""}}}]))).await;
-        assert!(
-            q.contains("labelSelector=node-role.kubernetes.io%2Fedge"),
-            "{q}"
-        );
-        expect(&mut h, Method::GET, "/api/v1/pods", 200, list("Pod", "v1", json!([
-            {"metadata": {"name": "web-1", "namespace": "default", "resourceVersion": "12"},
-             "spec": {"nodeName": "edge-1", "containers": [{"name": "web", "envFrom": [{"configMapRef": {"name": "cfg"}}]}]}},
-            {"metadata": {"name": "elsewhere", "namespace": "default", "resourceVersion": "13"},
-             "spec": {"nodeName": "cloud-1", "containers": [{"name": "x"}]}}]))).await;
-        expect(&mut h, Method::GET, "/api/v1/configmaps", 200, list("ConfigMap", "v1", json!([
-            {"metadata": {"name": "cfg", "namespace": "default", "resourceVersion": "14"}, "data": {"k": "v"}}]))).await;
-        expect(
-            &mut h,
-            Method::GET,
-            "/api/v1/secrets",
-            200,
-            list("Secret", "v1", json!([])),
-        )
-        .await;
-        expect(&mut h, Method::GET, "/apis/devices.kubeedge.io/v1beta1/devices", 200, list("Device", "devices.kubeedge.io/v1beta1", json!([
-            {"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "Device",
-             "metadata": {"name": "t1", "namespace": "default", "resourceVersion": "15"},
-             "spec": {"nodeName": "edge-1", "deviceModelRef": {"name": "thermo"}, "properties": [{"name": "temperature"}]}}]))).await;
-        expect(
-            &mut h,
-            Method::GET,
-            "/apis/devices.kubeedge.io/v1beta1/devicemodels",
-            200,
-            list(
-                "DeviceModel",
-                "devices.kubeedge.io/v1beta1",
-                json!([
-            {"apiVersion": "devices.kubeedge.io/v1beta1", "kind": "DeviceModel",
-             "metadata": {"name": "thermo", "namespace": "default", "resourceVersion": "16"},
-             "spec": {"properties": [{"name": "temperature", "type": "FLOAT"}]}}]),
-            ),
-        )
-        .await;
-    });
-    let desired = control::kube::list_desired(&client).await.unwrap();
-    server.await.unwrap();
-    let a = control::plan::assign(&desired);
-    let got: Vec<(String, u64)> = a.nodes["edge-1"]
-        .iter()
-        .map(|(k, rv)| (format!("{}/{}", k.kind, k.name), *rv))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("configmap/cfg".to_owned(), 14),
-            ("device/t1".to_owned(), 15),
-            ("devicemodel/thermo".to_owned(), 16),
-            ("node/edge-1".to_owned(), 11),
-            ("pod/web-1".to_owned(), 12),
-        ]
-    );
-    assert_eq!(a.problems.len(), 1, "the pod on cloud-1 is reported");
-    let pod = &desired.objects[&control::plan::key("pod", "default", "web-1")];
-    assert_eq!(pod.value["kind"], "Pod");
-    assert_eq!(pod.value["apiVersion"], "v1");
 }
 
 #[tokio::test]
@@ -245,4 +174,60 @@ fn checked_in_crds_are_current() {
             .get("status")
             .is_some()
     );
+}
+
+#[tokio::test]
+async fn status_patches_are_retried_until_they_land_and_dropped_when_refused() {
+    let (client, mut h) = mock();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = tokio::spawn(control::patches::write_patches(client, rx));
+    let device = "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices/t1/status";
+    let unavailable = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "ServiceUnavailable", "code": 503, "message": "try again"});
+    tx.send(control::control::StatusChange::Device {
+        namespace: "default".into(),
+        name: "t1".into(),
+        reported: json!({"twins": [{"propertyName": "temperature", "reported": {"value": "21"}}]}),
+    })
+    .unwrap();
+    let (first, _) = expect(&mut h, Method::PATCH, device, 503, unavailable.clone()).await;
+    let (second, _) = expect(&mut h, Method::PATCH, device, 503, unavailable).await;
+    let (third, _) = expect(&mut h, Method::PATCH, device, 200, json!({})).await;
+    assert_eq!(first["status"]["twins"][0]["reported"]["value"], "21");
+    assert_eq!(
+        (&second, &third),
+        (&first, &first),
+        "the same patch, sent again"
+    );
+
+    // A pod that no longer exists: refused for good, not retried; the
+    // next change is the next request.
+    tx.send(control::control::StatusChange::Pod {
+        namespace: "default".into(),
+        name: "gone".into(),
+        status: json!({"phase": "Running"}),
+    })
+    .unwrap();
+    expect(&mut h, Method::PATCH, "/api/v1/namespaces/default/pods/gone/status", 404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})).await;
+    tx.send(control::control::StatusChange::Pod {
+        namespace: "default".into(),
+        name: "web-1".into(),
+        status: json!({"phase": "Running"}),
+    })
+    .unwrap();
+    let (p, _) = expect(
+        &mut h,
+        Method::PATCH,
+        "/api/v1/namespaces/default/pods/web-1/status",
+        200,
+        json!({}),
+    )
+    .await;
+    assert_eq!(p, json!({"status": {"phase": "Running"}}));
+    drop(tx);
+    tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+        .await
+        .expect("the writer ends when its channel closes")
+        .unwrap();
 }
