@@ -178,6 +178,37 @@ impl Store {
         self.dirty_upstream.insert(node.to_owned(), seq);
     }
 
+    /// Nodes with entries waiting for [`Store::flush`].
+    pub fn dirty_nodes(&self) -> Vec<String> {
+        let nodes: BTreeSet<&String> = self
+            .dirty_acks
+            .keys()
+            .chain(self.dirty_upstream.keys())
+            .collect();
+        nodes.into_iter().cloned().collect()
+    }
+
+    /// Merges a checkpoint kept elsewhere (Kubernetes mode: the node's
+    /// `NodeSync`, a copy that may lag) into this one: each version and the
+    /// upstream seq become the newer of the two. Durable at the next flush.
+    pub fn import(
+        &mut self,
+        node: &str,
+        objects: &BTreeMap<ObjectKey, u64>,
+        upstream_seq: u64,
+    ) -> Result<(), StoreError> {
+        let have = self.acked(node)?;
+        for (key, rv) in objects {
+            if have.get(key).is_none_or(|h| h < rv) {
+                self.ack(node, key.clone(), Some(*rv));
+            }
+        }
+        if upstream_seq > self.upstream_seq(node)? {
+            self.set_upstream_seq(node, upstream_seq);
+        }
+        Ok(())
+    }
+
     /// Entries waiting for [`Store::flush`].
     pub fn dirty(&self) -> usize {
         self.dirty_count + self.dirty_upstream.len()
@@ -360,5 +391,30 @@ mod tests {
         let (v, counter) = s.versions().unwrap();
         assert_eq!(counter, 9);
         assert_eq!(v[&key("secret", "ns", "x")], e);
+    }
+
+    #[test]
+    fn an_imported_checkpoint_only_moves_versions_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let (a, b, c) = (
+            key("pod", "d", "a"),
+            key("pod", "d", "b"),
+            key("pod", "d", "c"),
+        );
+        s.ack("edge-1", a.clone(), Some(5));
+        s.ack("edge-1", b.clone(), Some(9));
+        s.set_upstream_seq("edge-1", 40);
+        s.flush().unwrap();
+        let copy = [(a.clone(), 7), (b.clone(), 3), (c.clone(), 1)].into();
+        s.import("edge-1", &copy, 30).unwrap();
+        s.import("edge-2", &[(a.clone(), 2)].into(), 8).unwrap();
+        assert_eq!(s.dirty_nodes(), ["edge-1", "edge-2"]);
+        s.flush().unwrap();
+        let got = s.acked("edge-1").unwrap();
+        assert_eq!((got[&a], got[&b], got[&c]), (7, 9, 1));
+        assert_eq!(s.upstream_seq("edge-1").unwrap(), 40, "the newer seq stays");
+        assert_eq!(s.acked("edge-2").unwrap()[&a], 2);
+        assert_eq!(s.upstream_seq("edge-2").unwrap(), 8);
     }
 }

@@ -51,6 +51,13 @@ pub enum StatusChange {
         name: String,
         reported: Value,
     },
+    /// A node's whole delivery checkpoint after a flush (objects keyed
+    /// `namespace/kind/name`), for its `NodeSync` object.
+    Checkpoint {
+        node: String,
+        objects: BTreeMap<String, u64>,
+        upstream_seq: u64,
+    },
 }
 
 /// See the module doc.
@@ -428,13 +435,86 @@ impl Control {
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
+        let nodes = match self.report_changes {
+            true => self.store.dirty_nodes(),
+            false => Vec::new(),
+        };
         self.store.flush()?;
         self.last_flush_ms = unix_ms();
+        for node in nodes {
+            let objects = self.store.acked(&node)?;
+            let objects = objects
+                .iter()
+                .map(|(k, rv)| (crate::kube::sync_key(k), *rv))
+                .collect();
+            let upstream_seq = self.store.upstream_seq(&node)?;
+            self.change(StatusChange::Checkpoint {
+                node,
+                objects,
+                upstream_seq,
+            });
+        }
         Ok(())
     }
 
     /// The next record for a shard's ring.
     pub fn poll_record(&mut self) -> Option<(u16, RingRecord)> {
         self.out.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::key;
+
+    fn delivered(node: &str, name: &str, rv: u64) -> RingRecord {
+        RingRecord::Delivered {
+            node_id: node.into(),
+            objects: vec![DeliveredObject {
+                key: key("pod", "default", name),
+                resource_version: rv,
+            }],
+        }
+    }
+
+    fn checkpoints(c: &mut Control) -> Vec<StatusChange> {
+        std::iter::from_fn(|| c.poll_status_change())
+            .filter(|s| matches!(s, StatusChange::Checkpoint { .. }))
+            .collect()
+    }
+
+    #[test]
+    fn each_flush_reports_the_whole_checkpoint_of_every_node_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let mut c = Control::new(2, store, StatusDir::new(&dir.path().join("status")));
+        c.report_status_changes(true);
+        c.handle_records(vec![
+            delivered("edge-1", "a", 5),
+            delivered("edge-2", "a", 6),
+        ])
+        .unwrap();
+        assert!(checkpoints(&mut c).is_empty(), "nothing before the flush");
+        c.handle_tick(u64::MAX).unwrap();
+        let one = |node: &str, objects: &[(&str, u64)]| StatusChange::Checkpoint {
+            node: node.into(),
+            objects: objects.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            upstream_seq: 0,
+        };
+        assert_eq!(
+            checkpoints(&mut c),
+            [
+                one("edge-1", &[("default/pod/a", 5)]),
+                one("edge-2", &[("default/pod/a", 6)])
+            ]
+        );
+        c.handle_records(vec![delivered("edge-1", "b", 7)]).unwrap();
+        c.handle_tick(u64::MAX).unwrap();
+        assert_eq!(
+            checkpoints(&mut c),
+            [one("edge-1", &[("default/pod/a", 5), ("default/pod/b", 7)])],
+            "only the changed node, with all it holds"
+        );
     }
 }

@@ -14,13 +14,14 @@
 use std::collections::BTreeMap;
 
 use ::kube::api::{Api, Patch, PatchParams, PostParams};
-use ::kube::{Client, CustomResource, CustomResourceExt};
+use ::kube::{Client, CustomResource, CustomResourceExt, Resource};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::plan::EDGE_LABEL;
+use schema::records::ObjectKey;
 
 /// A reference to a DeviceModel.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -133,10 +134,93 @@ pub struct DeviceModelSpec {
     pub properties: Vec<ModelProperty>,
 }
 
-/// The CRDs of Device and DeviceModel as YAML documents.
+/// A node's delivery checkpoint in Kubernetes mode (KubeEdge's ObjectSync,
+/// one object per node instead of one per node and object): the
+/// resourceVersion the node acknowledged for each object it holds, keyed
+/// `namespace/kind/name` as in message resources, and the last upstream seq
+/// taken from it. A copy of the local store written after each batched
+/// flush, so it may lag but is never ahead: a cloudcontrol started without
+/// its local store resends a little, and loses nothing.
+#[derive(CustomResource, Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "reliablesyncs.apiary.dev",
+    version = "v1alpha1",
+    kind = "NodeSync"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSyncSpec {
+    #[serde(default)]
+    pub objects: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub upstream_seq: u64,
+}
+
+/// The field manager of cloudcontrol's server-side applies.
+pub const FIELD_MANAGER: &str = "cloudcontrol";
+
+/// A checkpoint key as written in a [`NodeSync`].
+pub fn sync_key(key: &ObjectKey) -> String {
+    format!("{}/{}/{}", key.namespace, key.kind, key.name)
+}
+
+/// Writes a node's whole checkpoint (server-side apply: creates the
+/// NodeSync, and drops the keys no longer listed).
+pub async fn apply_checkpoint(
+    client: &Client,
+    node: &str,
+    objects: &BTreeMap<String, u64>,
+    upstream_seq: u64,
+) -> Result<(), ::kube::Error> {
+    let api: Api<NodeSync> = Api::all(client.clone());
+    let obj = json!({
+        "apiVersion": NodeSync::api_version(&()), "kind": NodeSync::kind(&()),
+        "metadata": {"name": node},
+        "spec": {"objects": objects, "upstreamSeq": upstream_seq}});
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(node, &pp, &Patch::Apply(&obj)).await.map(drop)
+}
+
+/// A node's checkpoint read back from its [`NodeSync`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedCheckpoint {
+    pub node: String,
+    pub objects: BTreeMap<ObjectKey, u64>,
+    pub upstream_seq: u64,
+}
+
+/// Every node's checkpoint from the API server (keys that do not read as
+/// `namespace/kind/name` are skipped).
+pub async fn load_checkpoints(client: &Client) -> Result<Vec<LoadedCheckpoint>, ::kube::Error> {
+    let api: Api<NodeSync> = Api::all(client.clone());
+    let list = api.list(&Default::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|s| {
+            let node = s.metadata.name?;
+            let objects = s
+                .spec
+                .objects
+                .into_iter()
+                .filter_map(|(k, rv)| {
+                    let mut parts = k.splitn(3, '/');
+                    let (ns, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
+                    Some((crate::plan::key(kind, ns, name), rv))
+                })
+                .collect();
+            Some(LoadedCheckpoint {
+                node,
+                objects,
+                upstream_seq: s.spec.upstream_seq,
+            })
+        })
+        .collect())
+}
+
+/// The CRDs of Device, DeviceModel and NodeSync as YAML documents.
 pub fn crds_yaml() -> String {
     let mut out = String::new();
-    for crd in [Device::crd(), DeviceModel::crd()] {
+    for crd in [Device::crd(), DeviceModel::crd(), NodeSync::crd()] {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&crd).unwrap_or_default());
     }
@@ -237,5 +321,10 @@ pub async fn apply_change(
             name,
             reported,
         } => patch_device_status(client, namespace, name, reported).await,
+        C::Checkpoint {
+            node,
+            objects,
+            upstream_seq,
+        } => apply_checkpoint(client, node, objects, *upstream_seq).await,
     }
 }

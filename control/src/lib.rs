@@ -8,7 +8,8 @@
 //! report (node readiness, pod status, device twins: [`status`] files, and
 //! status patches in Kubernetes mode, retried by [`patches`]), checkpoints
 //! what every node acknowledged so that a restart resends only the rest
-//! ([`checkpoint`], LMDB), and issues the edges' certificates over HTTPS
+//! ([`checkpoint`], LMDB; copied to a `NodeSync` object per node in
+//! Kubernetes mode), and issues the edges' certificates over HTTPS
 //! ([`certs`], [`bootstrap`], [`token`]). [`control`] ties these together as
 //! a state machine fed by [`run`]'s thin tokio loop.
 //!

@@ -32,8 +32,16 @@ pub const RETRY_MAX_MS: u64 = 30_000;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
     Node(String),
-    Pod { namespace: String, name: String },
-    Device { namespace: String, name: String },
+    /// A node's `NodeSync` checkpoint.
+    Sync(String),
+    Pod {
+        namespace: String,
+        name: String,
+    },
+    Device {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl Target {
@@ -54,6 +62,7 @@ impl Target {
                 namespace: namespace.clone(),
                 name: name.clone(),
             },
+            StatusChange::Checkpoint { node, .. } => Target::Sync(node.clone()),
         }
     }
 }

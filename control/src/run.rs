@@ -62,6 +62,24 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
     let tokens = Tokens::load(&cfg.data_dir, ca.der()).map_err(|e| err("token key")(&e))?;
     let acceptor = bootstrap::acceptor(&cert, &key).map_err(|e| err("TLS")(&e))?;
     let mut store = Store::open(&cfg.data_dir.join("store")).map_err(|e| err("store")(&e))?;
+    if let Some(client) = &kube {
+        // The NodeSync copies, for a store that is new or behind.
+        match crate::kube::load_checkpoints(client).await {
+            Ok(loaded) => {
+                for c in &loaded {
+                    store
+                        .import(&c.node, &c.objects, c.upstream_seq)
+                        .map_err(|e| err("store")(&e))?;
+                }
+                store.flush().map_err(|e| err("store")(&e))?;
+                tracing::info!(
+                    nodes = loaded.len(),
+                    "checkpoints read from NodeSync objects"
+                );
+            }
+            Err(e) => tracing::warn!("NodeSync checkpoints not read ({e}): the local store only"),
+        }
+    }
     let mut versions = Versions::load(&store).map_err(|e| err("store")(&e))?;
     let status = StatusDir::new(&cfg.status_dir());
     let mut rings =

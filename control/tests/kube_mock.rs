@@ -148,13 +148,12 @@ async fn pod_and_device_status_are_merge_patched() {
 
 #[test]
 fn checked_in_crds_are_current() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/devices.kubeedge.io.yaml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/crds.yaml");
     let want = control::kube::crds_yaml();
     let have = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         have == want,
-        "{} is stale: regenerate with `cloudcontrol crds > control/crds/devices.kubeedge.io.yaml`",
+        "{} is stale: regenerate with `cloudcontrol crds > control/crds/crds.yaml`",
         path.display()
     );
     let docs: Vec<Value> = serde_saphyr::from_multiple(&have).unwrap();
@@ -166,7 +165,8 @@ fn checked_in_crds_are_current() {
         names,
         [
             "devices.devices.kubeedge.io",
-            "devicemodels.devices.kubeedge.io"
+            "devicemodels.devices.kubeedge.io",
+            "nodesyncs.reliablesyncs.apiary.dev"
         ]
     );
     assert!(
@@ -230,4 +230,54 @@ async fn status_patches_are_retried_until_they_land_and_dropped_when_refused() {
         .await
         .expect("the writer ends when its channel closes")
         .unwrap();
+}
+
+#[tokio::test]
+async fn checkpoints_are_applied_per_node_and_read_back() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        let path = "/apis/reliablesyncs.apiary.dev/v1alpha1/nodesyncs/edge-1";
+        let stored = json!({"apiVersion": "reliablesyncs.apiary.dev/v1alpha1", "kind": "NodeSync",
+            "metadata": {"name": "edge-1"}, "spec": {"objects": {"default/pod/web-1": 12}, "upstreamSeq": 7}});
+        let (body, ctype_query) = expect(&mut h, Method::PATCH, path, 200, stored).await;
+        assert!(
+            ctype_query.starts_with("application/apply-patch+yaml")
+                && ctype_query.contains("fieldManager=cloudcontrol")
+                && ctype_query.contains("force=true"),
+            "a forced server-side apply: {ctype_query}"
+        );
+        assert_eq!(
+            body,
+            json!({"apiVersion": "reliablesyncs.apiary.dev/v1alpha1", "kind": "NodeSync",
+                "metadata": {"name": "edge-1"},
+                "spec": {"objects": {"default/pod/web-1": 12}, "upstreamSeq": 7}})
+        );
+        let list = json!({"apiVersion": "reliablesyncs.apiary.dev/v1alpha1", "kind": "NodeSyncList",
+            "metadata": {"resourceVersion": "5"}, "items": [
+                {"apiVersion": "reliablesyncs.apiary.dev/v1alpha1", "kind": "NodeSync",
+                 "metadata": {"name": "edge-1"},
+                 "spec": {"objects": {"default/pod/web-1": 12, "not-a-key": 3}, "upstreamSeq": 7}}]});
+        expect(
+            &mut h,
+            Method::GET,
+            "/apis/reliablesyncs.apiary.dev/v1alpha1/nodesyncs",
+            200,
+            list,
+        )
+        .await;
+    });
+    let objects = [("default/pod/web-1".to_owned(), 12)].into();
+    control::kube::apply_checkpoint(&client, "edge-1", &objects, 7)
+        .await
+        .unwrap();
+    let loaded = control::kube::load_checkpoints(&client).await.unwrap();
+    server.await.unwrap();
+    assert_eq!(
+        loaded,
+        [control::kube::LoadedCheckpoint {
+            node: "edge-1".into(),
+            objects: [(control::plan::key("pod", "default", "web-1"), 12)].into(),
+            upstream_seq: 7,
+        }]
+    );
 }
