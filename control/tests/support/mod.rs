@@ -23,6 +23,14 @@ pub struct Cloud {
 
 impl Cloud {
     pub fn start(manifests: &Path, data: &Path, rings: &Path, shards: u16) -> Cloud {
+        let mut source = Command::new(env!("CARGO_BIN_EXE_cloudcontrol"));
+        source.arg("--manifests").arg(manifests);
+        Cloud::start_with(source, data, rings, shards)
+    }
+
+    /// Starts `cmd` (cloudcontrol with its source of desired state given)
+    /// with the test's data dir, rings and addresses.
+    pub fn start_with(mut cmd: Command, data: &Path, rings: &Path, shards: u16) -> Cloud {
         std::fs::create_dir_all(data).unwrap();
         let stderr = data.join(format!("stderr-{}.log", std::process::id()));
         let log = std::fs::OpenOptions::new()
@@ -30,9 +38,7 @@ impl Cloud {
             .append(true)
             .open(&stderr)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudcontrol"))
-            .arg("--manifests")
-            .arg(manifests)
+        let mut child = cmd
             .arg("--data-dir")
             .arg(data)
             .arg("--ring-dir")
