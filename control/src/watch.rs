@@ -182,6 +182,9 @@ where
         .boxed()
 }
 
+/// Events applied before a snapshot is published and other tasks get a turn.
+const BURST: usize = 4096;
+
 /// Watches every kind and publishes the desired state into `tx`: first
 /// once all kinds are listed, then after each burst of events. Returns when
 /// every receiver is gone.
@@ -207,13 +210,17 @@ pub async fn watch_desired(client: Client, tx: watch::Sender<Option<Desired>>) {
     let mut state = KubeDesired::default();
     while let Some(first) = events.next().await {
         let mut changed = apply(&mut state, first);
-        // The rest of the burst before one snapshot.
-        while let Some(Some(more)) = events.next().now_or_never() {
+        // The rest of the burst (up to BURST events) before one snapshot.
+        for _ in 1..BURST {
+            let Some(Some(more)) = events.next().now_or_never() else {
+                break;
+            };
             changed |= apply(&mut state, more);
         }
         if changed && state.is_listed() && tx.send(Some(state.desired().clone())).is_err() {
             return;
         }
+        tokio::task::yield_now().await;
     }
 }
 
