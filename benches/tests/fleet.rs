@@ -72,3 +72,33 @@ fn one_edgecore_under_load_reports_its_memory_and_apply_rate() {
         "{report:#}"
     );
 }
+
+#[test]
+fn plaintext_edges_route_everything_and_the_report_says_so() {
+    let report = run("downstream", &["--objects", "30", "--plaintext"]);
+    assert_eq!(report["transport"], "plaintext", "{report:#}");
+    let down = &report["downstream"];
+    assert_eq!(down["messages"], 60 * 30, "{report:#}");
+    assert_eq!(down["lost"], 0);
+    // The hub timed its routing of what it took from the ring.
+    let hub = &report["hub"];
+    assert!(hub["routed"].as_u64().unwrap() >= 60, "{report:#}");
+    assert!(hub["route_p99_us"].as_f64().unwrap() > 0.0, "{report:#}");
+}
+
+#[test]
+fn one_per_send_puts_every_message_in_its_own_frame_and_send() {
+    let report = run("downstream", &["--objects", "10", "--one-per-send"]);
+    assert_eq!(report["transport"], "TLS 1.3", "{report:#}");
+    let down = &report["downstream"];
+    assert_eq!(down["messages"], 60 * 10, "{report:#}");
+    assert_eq!(down["lost"], 0);
+    let hub = &report["hub"];
+    let (sends, frames) = (
+        hub["sends"].as_u64().unwrap(),
+        hub["frames"].as_u64().unwrap(),
+    );
+    assert_eq!(sends, frames, "one frame per send: {report:#}");
+    // Every message went in a send of its own (a keepalive may add one).
+    assert!((600..=660).contains(&sends), "{report:#}");
+}

@@ -11,6 +11,7 @@ pub mod control;
 pub mod edge;
 pub mod edgecore;
 pub mod hub;
+pub mod metrics;
 pub mod pki;
 pub mod report;
 pub mod stats;
@@ -84,6 +85,11 @@ pub struct Options {
     pub ring_bytes: usize,
     pub hub_bin: Option<PathBuf>,
     pub out: PathBuf,
+    /// Edges connect to the hub's benchmark-only plaintext port, no TLS.
+    pub plaintext: bool,
+    /// The hub sends one message per frame and one frame per send: a window
+    /// of one message in flight per node, so each send answers one ack.
+    pub one_per_send: bool,
 }
 
 impl Default for Options {
@@ -101,6 +107,8 @@ impl Default for Options {
             ring_bytes: 64 << 20,
             hub_bin: None,
             out: PathBuf::from("target/fleetbench"),
+            plaintext: false,
+            one_per_send: false,
         }
     }
 }
@@ -111,6 +119,14 @@ impl Options {
         let mut o = Self::default();
         let mut it = args.iter();
         while let Some(flag) = it.next() {
+            match flag.as_str() {
+                "--plaintext" => o.plaintext = true,
+                "--one-per-send" => o.one_per_send = true,
+                _ => {}
+            }
+            if matches!(flag.as_str(), "--plaintext" | "--one-per-send") {
+                continue;
+            }
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let num = |v: &str| {
                 v.replace('_', "")
@@ -211,8 +227,14 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
             shards: o.shards,
             nodes: o.nodes,
             ring_bytes: o.ring_bytes,
+            plaintext: o.plaintext,
+            window: o.one_per_send.then_some(1),
         },
     )?;
+    let target = match hub.plain {
+        Some(plain) if o.plaintext => plain,
+        _ => hub.tls,
+    };
     let rss_idle = hub.resident_bytes();
     let stats = Arc::new(Stats::new(o.nodes));
     let counters = Arc::new(ControlCounters::default());
@@ -228,10 +250,11 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
             node: node.clone(),
             index,
             client,
-            hub: hub.tls,
+            hub: target,
             source: edge::source_address(index),
             backoff_ms: o.backoff_ms,
             payload: o.payload,
+            plaintext: o.plaintext,
         };
         runtime.spawn(edge::run(spec, stats.clone(), rx.clone()));
     }
@@ -241,6 +264,13 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
         nodes: o.nodes,
         shards: o.shards,
         payload_bytes: o.payload,
+        transport: if o.plaintext { "plaintext" } else { "TLS 1.3" }.into(),
+        delivery: if o.one_per_send {
+            "one message per frame, one frame per send (window 1)"
+        } else {
+            "batched (window 256)"
+        }
+        .into(),
         hub_rss_idle_bytes: rss_idle,
         ..Report::default()
     };
@@ -257,6 +287,7 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
     for n in &names {
         per_shard[usize::from(hub_core::shard_of(n, o.shards as u16))].push(n.clone());
     }
+    let scraped = hub.scrape()?;
     let rings = hub.rings()?;
     let mut threads = Vec::new();
     for (ring, nodes) in rings.into_iter().zip(per_shard) {
@@ -340,6 +371,7 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
             }
         }
     }
+    report.hub = Some(hub.scrape()?.since(&scraped));
     report.hub_rss_bytes = hub.resident_bytes();
     report.hub_bytes_per_node =
         report.hub_rss_bytes.saturating_sub(rss_idle) as f64 / o.nodes as f64;
