@@ -102,3 +102,31 @@ fn one_per_send_puts_every_message_in_its_own_frame_and_send() {
     // Every message went in a send of its own (a keepalive may add one).
     assert!((600..=660).contains(&sends), "{report:#}");
 }
+
+#[test]
+fn a_fleet_split_over_worker_processes_is_counted_whole() {
+    let report = run(
+        "mixed",
+        &[
+            "--objects",
+            "20",
+            "--duration",
+            "2",
+            "--upstream-rate",
+            "5",
+            "--max-nodes-per-process",
+            "30",
+        ],
+    );
+    assert_eq!(report["client_processes"], 2, "{report:#}");
+    let down = &report["downstream"];
+    assert_eq!(down["messages"], 60 * 20, "{report:#}");
+    assert_eq!(down["lost"], 0);
+    // The workers' latencies reach the merged histogram.
+    assert_eq!(down["latency"]["count"], 60 * 20, "{report:#}");
+    let up = &report["upstream"];
+    assert_eq!(up["lost"], 0, "{report:#}");
+    // Every node of both workers sent telemetry (5/s each for 2 s).
+    assert!(up["messages"].as_u64().unwrap() >= 60 * 5, "{report:#}");
+    assert_eq!(report["connect_errors"], 0);
+}

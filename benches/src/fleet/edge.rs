@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::stats::{Stats, now_ns, stamp, stamped_at};
 
 /// What the scenario tells every edge.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Command {
     /// Bumped to make every edge drop its connection and reconnect.
     pub drop_generation: u64,

@@ -182,6 +182,14 @@ impl Hub {
         super::metrics::scrape(self.metrics)
     }
 
+    /// The hub's open-files limit (it raises its soft limit to the hard
+    /// one at start), from `/proc/<pid>/limits`.
+    pub fn open_files_limit(&self) -> Option<u64> {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    }
+
     /// The hub's resident memory, bytes.
     pub fn resident_bytes(&self) -> u64 {
         resident_bytes(&format!("/proc/{}/status", self.pid()))

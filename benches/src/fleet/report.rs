@@ -54,6 +54,8 @@ pub struct Report {
     pub nodes: usize,
     pub shards: usize,
     pub payload_bytes: usize,
+    /// Processes running the edges (1: this one).
+    pub client_processes: usize,
     /// "TLS 1.3" or "plaintext".
     pub transport: String,
     /// How the hub packs downstream messages into sends.
@@ -116,6 +118,7 @@ impl Report {
                     self.nodes, self.shards, self.payload_bytes
                 ),
             ),
+            ("edge processes".into(), self.client_processes.to_string()),
             (
                 "transport / delivery".into(),
                 format!("{} / {}", self.transport, self.delivery),
