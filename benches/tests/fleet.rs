@@ -129,4 +129,9 @@ fn a_fleet_split_over_worker_processes_is_counted_whole() {
     // Every node of both workers sent telemetry (5/s each for 2 s).
     assert!(up["messages"].as_u64().unwrap() >= 60 * 5, "{report:#}");
     assert_eq!(report["connect_errors"], 0);
+    // The workers obey the scenario's commands: every node drops and
+    // comes back.
+    let report = run("storm", &["--max-nodes-per-process", "30"]);
+    assert_eq!(report["client_processes"], 2, "{report:#}");
+    assert_eq!(report["storm"]["nodes"], 60, "{report:#}");
 }

@@ -261,11 +261,12 @@ fn run_in(
         };
         runtime.spawn(edge::run(spec, stats.clone(), rx.clone()));
     }
-    let forwarder = match slices {
-        [] => None,
+    let (forwarder, worker_pids) = match slices {
+        [] => (None, Vec::new()),
         _ => {
             let workers = workers::Workers::start(slices, o, dir, target, stats.clone())?;
-            Some(std::thread::spawn(move || workers.forward(rx)))
+            let pids = workers.pids();
+            (Some(std::thread::spawn(move || workers.forward(rx))), pids)
         }
     };
     let mut report = Report {
@@ -387,7 +388,11 @@ fn run_in(
     report.hub_bytes_per_node =
         report.hub_rss_bytes.saturating_sub(rss_idle) as f64 / o.nodes as f64;
     report.hub_cpu_seconds = hub.cpu_seconds();
-    report.fleetbench_cpu_seconds = hub::cpu_seconds("/proc/self/stat");
+    report.fleetbench_cpu_seconds = hub::cpu_seconds("/proc/self/stat")
+        + worker_pids
+            .iter()
+            .map(|pid| hub::cpu_seconds(&format!("/proc/{pid}/stat")))
+            .sum::<f64>();
     report.connect_errors = stats.connect_errors.load(Ordering::Relaxed);
     report.samples = sampler.samples();
 

@@ -145,6 +145,11 @@ impl Workers {
         Ok(workers)
     }
 
+    /// The workers' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// Sends `command` to every worker.
     pub fn command(&mut self, command: &Command) {
         let mut line = serde_json::to_string(command).unwrap_or_default();
