@@ -168,7 +168,11 @@ pub async fn run(shard: Rc<RefCell<Shard>>, id: ConnId, mut stream: TcpStream, n
         };
         if !sending.is_empty() {
             if let Some(taken) = taken {
-                shard.borrow().m().route_latency.record(taken.elapsed(), 1);
+                shard
+                    .borrow()
+                    .m()
+                    .route_latency_down
+                    .record(taken.elapsed(), 1);
             }
             // One send for everything that was ready.
             if let Err(e) = stream.write_all(&sending).await {

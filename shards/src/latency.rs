@@ -78,9 +78,10 @@ impl LatencyHistogram {
             .collect()
     }
 
-    /// Appends the Prometheus samples of `name` for shard `shard`:
-    /// cumulative `_bucket{le}` lines, `_sum` in seconds and `_count`.
-    pub fn render(&self, out: &mut String, name: &str, shard: usize) {
+    /// Appends the Prometheus samples of `name` with `labels` (such as
+    /// `shard="0"`): cumulative `_bucket{le}` lines, `_sum` in seconds and
+    /// `_count`.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (i, count) in self.counts().into_iter().enumerate() {
             cumulative += count;
@@ -88,15 +89,12 @@ impl LatencyHistogram {
                 Some(&ns) => seconds(ns),
                 None => "+Inf".to_owned(),
             };
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}"
-            );
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
         }
         let sum = seconds(self.sum_ns.load(Ordering::Relaxed));
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_sum{{shard=\"{shard}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
 
@@ -189,7 +187,7 @@ mod tests {
         h.record(Duration::from_micros(3), 2);
         h.record(Duration::from_micros(45), 1);
         let mut text = String::new();
-        h.render(&mut text, "x", 1);
+        h.render(&mut text, "x", "shard=\"1\"");
         assert!(
             text.contains("x_bucket{shard=\"1\",le=\"0.000002\"} 0\n"),
             "{text}"

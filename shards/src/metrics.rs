@@ -65,8 +65,10 @@ pub struct ShardMetrics {
     /// Writes to edge sockets, and the link frames they carried.
     pub sends: AtomicU64,
     pub frames_out: AtomicU64,
-    /// Routed messages from taken in to sent (see [`crate::latency`]).
-    pub route_latency: LatencyHistogram,
+    /// Routed messages from taken in to sent (see [`crate::latency`]):
+    /// from the control ring to a send, and from a socket read to the ring.
+    pub route_latency_down: LatencyHistogram,
+    pub route_latency_up: LatencyHistogram,
 }
 
 impl ShardMetrics {
@@ -233,7 +235,13 @@ pub fn render(shards: &[&ShardMetrics]) -> String {
          # TYPE {name} histogram"
     );
     for (i, m) in shards.iter().enumerate() {
-        m.route_latency.render(&mut out, name, i);
+        for (direction, h) in [
+            ("downstream", &m.route_latency_down),
+            ("upstream", &m.route_latency_up),
+        ] {
+            let labels = format!("shard=\"{i}\",direction=\"{direction}\"");
+            h.render(&mut out, name, &labels);
+        }
     }
     out
 }
@@ -253,7 +261,9 @@ mod tests {
         assert!(text.contains("apiary_connected_nodes{shard=\"0\"} 3\n"));
         assert!(text.contains("apiary_closes_total{shard=\"1\",reason=\"node_limit\"} 2\n"));
         assert!(text.contains("apiary_closes_total{shard=\"1\",reason=\"lost\"} 1\n"));
-        assert!(text.contains("apiary_route_latency_seconds_count{shard=\"1\"} 0\n"));
+        assert!(text.contains(
+            "apiary_route_latency_seconds_count{shard=\"1\",direction=\"upstream\"} 0\n"
+        ));
         // Every sample line belongs to a declared family.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let family = line.split('{').next().unwrap();

@@ -415,7 +415,7 @@ impl Shard {
                     if let Some(at) = read_at {
                         let now = *now.get_or_insert_with(Instant::now);
                         let m = &self.metrics[self.index];
-                        m.route_latency
+                        m.route_latency_up
                             .record(now.saturating_duration_since(*at), 1);
                     }
                 }

@@ -70,8 +70,15 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
     // turn: the routing latency histogram counts those sends, and at most
     // one welcome and one batch frame went to each edge.
     let latency_count = "apiary_route_latency_seconds_count";
+    let direction = |body: &str, d: &str| {
+        body.lines()
+            .filter(|l| l.starts_with(latency_count) && l.contains(&format!("direction=\"{d}\"")))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
     let (_, body) = hub.get("/metrics");
-    let routed = metric_value(&body, latency_count, None);
+    let routed = direction(&body, "downstream");
+    assert_eq!(routed, metric_value(&body, latency_count, None), "{body}");
     assert!(
         routed >= 1 && routed <= nodes.len() as u64,
         "routed sends {routed}:\n{body}"
@@ -142,8 +149,10 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
     assert_eq!(upstream_of.len(), nodes.len());
     // Each upstream message was timed from its socket read to its ring push.
     hub.wait_metrics("upstream routing latency", |body| {
-        metric_value(body, latency_count, None) >= routed + nodes.len() as u64
+        direction(body, "upstream") >= nodes.len() as u64
     });
+    let (_, body) = hub.get("/metrics");
+    assert_eq!(direction(&body, "upstream"), nodes.len() as u64, "{body}");
 
     // The control side commits the upstream messages: each edge hears it.
     for node in &nodes {

@@ -1,8 +1,9 @@
 //! The hub's own figures, read from its `/metrics` endpoint before and after
 //! the measured phase: sends and frames written to edges, and the
-//! hub-internal routing latency histogram (`apiary_route_latency_seconds`,
+//! hub-internal routing latency histograms (`apiary_route_latency_seconds`,
 //! from the turn that took a message in to the submission of the send or
-//! ring push carrying it), summed over the shards and differenced.
+//! ring push carrying it; downstream: control ring → send, upstream: socket
+//! read → ring), summed over the shards and differenced.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -17,8 +18,9 @@ pub struct Snapshot {
     pub sends: u64,
     pub frames: u64,
     /// Cumulative count per upper bound in seconds (`+Inf` as infinity),
-    /// in increasing order of the bound.
-    pub latency: Vec<(f64, u64)>,
+    /// in increasing order of the bound, of each direction.
+    pub down: Vec<(f64, u64)>,
+    pub up: Vec<(f64, u64)>,
 }
 
 /// What the hub did between two snapshots.
@@ -27,10 +29,39 @@ pub struct HubFigures {
     /// Writes to edge sockets, and the link frames they carried.
     pub sends: u64,
     pub frames: u64,
-    /// Timed sends and ring pushes carrying routed messages.
-    pub routed: u64,
-    pub route_p50_us: f64,
-    pub route_p99_us: f64,
+    /// Downstream: timed sends carrying what a ring turn took in.
+    pub down: RouteLatency,
+    /// Upstream: timed ring pushes of messages read from a socket.
+    pub up: RouteLatency,
+}
+
+/// One direction's hub-internal latency.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct RouteLatency {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl RouteLatency {
+    fn between(after: &[(f64, u64)], before: &[(f64, u64)]) -> Self {
+        let counts: Vec<(f64, u64)> = after
+            .iter()
+            .map(|&(bound, n)| {
+                let was = before
+                    .iter()
+                    .find(|(b, _)| *b == bound)
+                    .map_or(0, |&(_, n)| n);
+                (bound, n.saturating_sub(was))
+            })
+            .collect();
+        let us = |q| quantile(&counts, q).map_or(0.0, |s| s * 1e6);
+        Self {
+            count: counts.last().map_or(0, |&(_, n)| n),
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+        }
+    }
 }
 
 /// `GET /metrics` from the hub at `addr`.
@@ -56,7 +87,7 @@ impl Snapshot {
     /// Reads the Prometheus text of the hub's endpoint.
     pub fn parse(body: &str) -> Self {
         let mut s = Self::default();
-        let mut buckets: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
+        let mut buckets: [BTreeMap<u64, (f64, u64)>; 2] = Default::default();
         for line in body.lines().filter(|l| !l.starts_with('#')) {
             let Some((series, value)) = line.rsplit_once(' ') else {
                 continue;
@@ -69,10 +100,14 @@ impl Snapshot {
                 "apiary_sends_total" => s.sends += value,
                 "apiary_frames_out_total" => s.frames += value,
                 f if f == format!("{LATENCY}_bucket") => {
-                    let le = labels
-                        .split(',')
-                        .find_map(|l| l.strip_prefix("le=\""))
-                        .map(|v| v.trim_end_matches(['"', '}']));
+                    let label = |name: &str| {
+                        labels
+                            .split(',')
+                            .find_map(|l| l.strip_prefix(name))
+                            .map(|v| v.trim_end_matches(['"', '}']))
+                    };
+                    let le = label("le=\"");
+                    let side = usize::from(label("direction=\"") == Some("upstream"));
                     let bound = match le {
                         Some("+Inf") => f64::INFINITY,
                         Some(v) => match v.parse::<f64>() {
@@ -82,36 +117,24 @@ impl Snapshot {
                         None => continue,
                     };
                     // Ordered by the bound's bits: positive floats sort so.
-                    buckets.entry(bound.to_bits()).or_insert((bound, 0)).1 += value;
+                    buckets[side].entry(bound.to_bits()).or_insert((bound, 0)).1 += value;
                 }
                 _ => {}
             }
         }
-        s.latency = buckets.into_values().collect();
+        let [down, up] = buckets;
+        s.down = down.into_values().collect();
+        s.up = up.into_values().collect();
         s
     }
 
     /// The figures from `before` to `self`.
     pub fn since(&self, before: &Snapshot) -> HubFigures {
-        let counts: Vec<(f64, u64)> = self
-            .latency
-            .iter()
-            .map(|&(bound, n)| {
-                let was = before
-                    .latency
-                    .iter()
-                    .find(|(b, _)| *b == bound)
-                    .map_or(0, |&(_, n)| n);
-                (bound, n.saturating_sub(was))
-            })
-            .collect();
-        let us = |q| quantile(&counts, q).map_or(0.0, |s| s * 1e6);
         HubFigures {
             sends: self.sends.saturating_sub(before.sends),
             frames: self.frames.saturating_sub(before.frames),
-            routed: counts.last().map_or(0, |&(_, n)| n),
-            route_p50_us: us(0.5),
-            route_p99_us: us(0.99),
+            down: RouteLatency::between(&self.down, &before.down),
+            up: RouteLatency::between(&self.up, &before.up),
         }
     }
 }
@@ -147,26 +170,30 @@ mod tests {
 apiary_sends_total{shard=\"0\"} 10
 apiary_sends_total{shard=\"1\"} 5
 apiary_frames_out_total{shard=\"0\"} 20
-apiary_route_latency_seconds_bucket{shard=\"0\",le=\"0.00001\"} 90
-apiary_route_latency_seconds_bucket{shard=\"0\",le=\"0.00004\"} 99
-apiary_route_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"} 100
-apiary_route_latency_seconds_bucket{shard=\"1\",le=\"0.00001\"} 0
-apiary_route_latency_seconds_bucket{shard=\"1\",le=\"0.00004\"} 0
-apiary_route_latency_seconds_bucket{shard=\"1\",le=\"+Inf\"} 0
-apiary_route_latency_seconds_count{shard=\"0\"} 100
+apiary_route_latency_seconds_bucket{shard=\"0\",direction=\"downstream\",le=\"0.00001\"} 90
+apiary_route_latency_seconds_bucket{shard=\"0\",direction=\"downstream\",le=\"0.00004\"} 99
+apiary_route_latency_seconds_bucket{shard=\"0\",direction=\"downstream\",le=\"+Inf\"} 100
+apiary_route_latency_seconds_bucket{shard=\"1\",direction=\"downstream\",le=\"0.00001\"} 0
+apiary_route_latency_seconds_bucket{shard=\"1\",direction=\"downstream\",le=\"0.00004\"} 0
+apiary_route_latency_seconds_bucket{shard=\"1\",direction=\"downstream\",le=\"+Inf\"} 0
+apiary_route_latency_seconds_bucket{shard=\"1\",direction=\"upstream\",le=\"0.00001\"} 3
+apiary_route_latency_seconds_bucket{shard=\"1\",direction=\"upstream\",le=\"0.00004\"} 4
+apiary_route_latency_seconds_bucket{shard=\"1\",direction=\"upstream\",le=\"+Inf\"} 4
+apiary_route_latency_seconds_count{shard=\"0\",direction=\"downstream\"} 100
 ";
 
     #[test]
     fn a_scrape_is_summed_over_shards_and_differenced() {
         let after = Snapshot::parse(BODY);
         assert_eq!((after.sends, after.frames), (15, 20));
-        assert_eq!(after.latency.len(), 3);
+        assert_eq!((after.down.len(), after.up.len()), (3, 3));
         let figures = after.since(&Snapshot::default());
-        assert_eq!(figures.routed, 100);
-        assert!(figures.route_p50_us > 0.0 && figures.route_p50_us <= 10.0);
-        assert!((figures.route_p99_us - 40.0).abs() < 1e-6, "{figures:?}");
+        assert_eq!((figures.down.count, figures.up.count), (100, 4));
+        assert!(figures.down.p50_us > 0.0 && figures.down.p50_us <= 10.0);
+        assert!((figures.down.p99_us - 40.0).abs() < 1e-6, "{figures:?}");
+        assert!(figures.up.p99_us > 10.0 && figures.up.p99_us <= 40.0);
         let same = after.since(&after);
-        assert_eq!((same.sends, same.routed), (0, 0));
-        assert_eq!(same.route_p99_us, 0.0);
+        assert_eq!((same.sends, same.down.count, same.up.count), (0, 0, 0));
+        assert_eq!(same.down.p99_us, 0.0);
     }
 }

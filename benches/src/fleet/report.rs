@@ -188,13 +188,20 @@ impl Report {
                     format!("{:.3} / {:.3}", per(down, h.sends), per(down, h.frames)),
                 ));
             }
-            rows.push((
-                "hub-internal routing latency p50 / p99".into(),
-                format!(
-                    "{:.1} / {:.1} µs ({} timed sends and ring pushes)",
-                    h.route_p50_us, h.route_p99_us, h.routed
-                ),
-            ));
+            for (name, r, what) in [
+                ("ring → send", &h.down, "sends"),
+                ("socket → ring", &h.up, "ring pushes"),
+            ] {
+                if r.count > 0 {
+                    rows.push((
+                        format!("hub-internal latency {name} p50 / p99"),
+                        format!(
+                            "{:.1} / {:.1} µs ({} timed {what})",
+                            r.p50_us, r.p99_us, r.count
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(e) = &self.edge {
             rows.push((
