@@ -246,20 +246,29 @@ impl Shard {
     pub fn handle_ring(&mut self, max: usize) -> Result<usize, RingError> {
         let mut n = 0;
         let mut record = std::mem::take(&mut self.record);
-        while n < max && self.rings.pop_and_wake(&mut record)? {
+        let popped = loop {
+            if n == max {
+                break Ok(());
+            }
+            match self.rings.pop_and_wake(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
             if n == 0 {
                 self.ring_turn = Some(Instant::now());
             }
             n += 1;
             self.handle_record(&record);
-        }
+        };
         self.record = record;
+        // What was taken leaves even if the ring then failed.
         if n > 0 {
             ShardMetrics::add(&self.m().messages_from_ring, n as u64);
             self.flush();
             self.ring_turn = None;
         }
-        Ok(n)
+        popped.map(|()| n)
     }
 
     fn handle_record(&mut self, bytes: &[u8]) {
