@@ -25,6 +25,13 @@ commands:
           --rate MSG/S (0)        downstream rate over the fleet, 0 = flat out
           --upstream-rate R (1)   upstream messages/s per node
           --duration S (10)       seconds of upstream traffic
+          --plaintext             edges use the hub's benchmark-only
+                                  plaintext port (no TLS)
+          --one-per-send          one message per frame and one frame per
+                                  hub send (a window of 1 per node)
+          --max-nodes-per-process N   past N edges (or past the open-files
+                                  limit) the edges run in child processes
+                                  of fleetbench, their figures merged
           --client-threads N (2)  --backoff-ms MS (50)  --ring-bytes B (64 MiB)
           --hub-bin PATH          cloudhub to run (default: beside fleetbench,
                                   built with cargo if missing)
@@ -55,6 +62,12 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Some("worker") => {
+            if let Err(e) = benches::fleet::workers::worker_main(&args[1..]) {
+                eprintln!("fleetbench worker: {e}");
+                std::process::exit(1);
+            }
+        }
         Some("codec") => match codec(&args[1..]) {
             Ok(()) => {}
             Err(e) => {

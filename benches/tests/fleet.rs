@@ -41,6 +41,11 @@ fn downstream_and_upstream_lose_nothing() {
     assert_eq!(up["lost"], 0, "{report:#}");
     assert!(up["messages"].as_u64().unwrap() >= 60, "{report:#}");
     assert_eq!(report["connect_errors"], 0);
+    // The hub timed every upstream message from its socket to the ring.
+    assert!(
+        report["hub"]["up"]["count"].as_u64().unwrap() >= up["messages"].as_u64().unwrap(),
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -71,4 +76,67 @@ fn one_edgecore_under_load_reports_its_memory_and_apply_rate() {
         idle > 0 && edge["rss_loaded_bytes"].as_u64().unwrap() >= idle,
         "{report:#}"
     );
+}
+
+#[test]
+fn plaintext_edges_route_everything_and_the_report_says_so() {
+    let report = run("downstream", &["--objects", "30", "--plaintext"]);
+    assert_eq!(report["transport"], "plaintext", "{report:#}");
+    let down = &report["downstream"];
+    assert_eq!(down["messages"], 60 * 30, "{report:#}");
+    assert_eq!(down["lost"], 0);
+    // The hub timed its routing of what it took from the ring.
+    let hub = &report["hub"];
+    assert!(hub["down"]["count"].as_u64().unwrap() >= 60, "{report:#}");
+    assert!(hub["down"]["p99_us"].as_f64().unwrap() > 0.0, "{report:#}");
+}
+
+#[test]
+fn one_per_send_puts_every_message_in_its_own_frame_and_send() {
+    let report = run("downstream", &["--objects", "10", "--one-per-send"]);
+    assert_eq!(report["transport"], "TLS 1.3", "{report:#}");
+    let down = &report["downstream"];
+    assert_eq!(down["messages"], 60 * 10, "{report:#}");
+    assert_eq!(down["lost"], 0);
+    let hub = &report["hub"];
+    let (sends, frames) = (
+        hub["sends"].as_u64().unwrap(),
+        hub["frames"].as_u64().unwrap(),
+    );
+    assert_eq!(sends, frames, "one frame per send: {report:#}");
+    // Every message went in a send of its own (a keepalive may add one).
+    assert!((600..=660).contains(&sends), "{report:#}");
+}
+
+#[test]
+fn a_fleet_split_over_worker_processes_is_counted_whole() {
+    let report = run(
+        "mixed",
+        &[
+            "--objects",
+            "20",
+            "--duration",
+            "2",
+            "--upstream-rate",
+            "5",
+            "--max-nodes-per-process",
+            "30",
+        ],
+    );
+    assert_eq!(report["client_processes"], 2, "{report:#}");
+    let down = &report["downstream"];
+    assert_eq!(down["messages"], 60 * 20, "{report:#}");
+    assert_eq!(down["lost"], 0);
+    // The workers' latencies reach the merged histogram.
+    assert_eq!(down["latency"]["count"], 60 * 20, "{report:#}");
+    let up = &report["upstream"];
+    assert_eq!(up["lost"], 0, "{report:#}");
+    // Every node of both workers sent telemetry (5/s each for 2 s).
+    assert!(up["messages"].as_u64().unwrap() >= 60 * 5, "{report:#}");
+    assert_eq!(report["connect_errors"], 0);
+    // The workers obey the scenario's commands: every node drops and
+    // comes back.
+    let report = run("storm", &["--max-nodes-per-process", "30"]);
+    assert_eq!(report["client_processes"], 2, "{report:#}");
+    assert_eq!(report["storm"]["nodes"], 60, "{report:#}");
 }

@@ -158,21 +158,29 @@ enum Wait {
 pub async fn run(shard: Rc<RefCell<Shard>>, id: ConnId, mut stream: TcpStream, notify: Rc<Notify>) {
     let mut sending = Vec::new();
     loop {
-        let close = {
+        let (close, taken) = {
             let mut s = shard.borrow_mut();
             let Some(c) = s.conns.get_mut(&id) else {
                 break;
             };
             std::mem::swap(&mut sending, &mut c.out);
-            c.close
+            (c.close, c.taken.take())
         };
         if !sending.is_empty() {
+            if let Some(taken) = taken {
+                shard
+                    .borrow()
+                    .m()
+                    .route_latency_down
+                    .record(taken.elapsed(), 1);
+            }
             // One send for everything that was ready.
             if let Err(e) = stream.write_all(&sending).await {
                 tracing::debug!(conn = id, "write failed: {e}");
                 break;
             }
             let s = shard.borrow();
+            crate::metrics::ShardMetrics::add(&s.m().sends, 1);
             crate::metrics::ShardMetrics::add(&s.m().bytes_out, sending.len() as u64);
             sending.clear();
             if sending.capacity() > 256 << 10 {

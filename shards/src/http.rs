@@ -20,18 +20,30 @@ pub fn serve(listener: TcpListener, shards: Arc<[ShardMetrics]>, stop: Arc<Atomi
         tracing::error!("metrics endpoint: {e}");
         return;
     }
+    let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
+                failing = false;
                 if let Err(e) = answer(stream, &shards) {
                     tracing::debug!("metrics request: {e}");
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                failing = false;
                 // Idle: nothing to wait on but the listener and the flag.
                 std::thread::park_timeout(Duration::from_millis(200));
             }
-            Err(e) => tracing::warn!("metrics endpoint accept: {e}"),
+            Err(e) => {
+                // Out of descriptors, typically: Linux fails accept with
+                // EMFILE before it looks for a connection, so retrying at
+                // once would spin. Say it once and wait as when idle.
+                if !failing {
+                    tracing::warn!("metrics endpoint accept: {e}");
+                }
+                failing = true;
+                std::thread::park_timeout(Duration::from_millis(200));
+            }
         }
     }
 }

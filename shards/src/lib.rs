@@ -15,6 +15,7 @@ pub mod config;
 pub mod conn;
 pub mod fd;
 pub mod http;
+pub mod latency;
 pub mod limits;
 pub mod metrics;
 pub mod server;

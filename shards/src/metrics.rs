@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use schema::fb::CloseReason;
 
+use crate::latency::LatencyHistogram;
+
 /// Close reasons as labels, indexed by their wire code; the last entry is a
 /// transport lost without a `Close`.
 pub const CLOSE_REASONS: [&str; 13] = [
@@ -60,6 +62,13 @@ pub struct ShardMetrics {
     pub ring_backlog: AtomicU64,
     pub ring_dropped: AtomicU64,
     pub closes: [AtomicU64; CLOSE_REASONS.len()],
+    /// Writes to edge sockets, and the link frames they carried.
+    pub sends: AtomicU64,
+    pub frames_out: AtomicU64,
+    /// Routed messages from taken in to sent (see [`crate::latency`]):
+    /// from the control ring to a send, and from a socket read to the ring.
+    pub route_latency_down: LatencyHistogram,
+    pub route_latency_up: LatencyHistogram,
 }
 
 impl ShardMetrics {
@@ -142,6 +151,18 @@ const SERIES: &[(&str, &str, &str, Field)] = &[
         |m| &m.bytes_out,
     ),
     (
+        "apiary_sends_total",
+        "counter",
+        "Writes to edge sockets (one send each, TLS records included).",
+        |m| &m.sends,
+    ),
+    (
+        "apiary_frames_out_total",
+        "counter",
+        "Link frames written to edges (batches, acks, keepalives, welcomes, closes).",
+        |m| &m.frames_out,
+    ),
+    (
         "apiary_queue_depth",
         "gauge",
         "Downstream messages queued and not yet sent.",
@@ -206,6 +227,22 @@ pub fn render(shards: &[&ShardMetrics]) -> String {
             let _ = writeln!(out, "{name}{{shard=\"{i}\",reason=\"{reason}\"}} {v}");
         }
     }
+    let name = "apiary_route_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Routed messages, from the turn that took them in (ring downstream, \
+         socket upstream) to the submission of the send or ring push carrying them.\n\
+         # TYPE {name} histogram"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        for (direction, h) in [
+            ("downstream", &m.route_latency_down),
+            ("upstream", &m.route_latency_up),
+        ] {
+            let labels = format!("shard=\"{i}\",direction=\"{direction}\"");
+            h.render(&mut out, name, &labels);
+        }
+    }
     out
 }
 
@@ -224,9 +261,16 @@ mod tests {
         assert!(text.contains("apiary_connected_nodes{shard=\"0\"} 3\n"));
         assert!(text.contains("apiary_closes_total{shard=\"1\",reason=\"node_limit\"} 2\n"));
         assert!(text.contains("apiary_closes_total{shard=\"1\",reason=\"lost\"} 1\n"));
+        assert!(text.contains(
+            "apiary_route_latency_seconds_count{shard=\"1\",direction=\"upstream\"} 0\n"
+        ));
         // Every sample line belongs to a declared family.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let family = line.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| family.strip_suffix(s).filter(|f| f.ends_with("_seconds")))
+                .unwrap_or(family);
             assert!(text.contains(&format!("# TYPE {family} ")), "{line}");
         }
     }

@@ -67,6 +67,9 @@ pub struct Conn {
     pub out: Vec<u8>,
     /// Close once `out` is written.
     pub close: bool,
+    /// When the oldest routed input behind `out` was taken in (the start
+    /// of the ring turn that queued it); taken by the send that writes it.
+    pub taken: Option<Instant>,
     pub notify: Rc<Notify>,
 }
 
@@ -79,8 +82,9 @@ pub struct Shard {
     pub conns: FxHashMap<ConnId, Conn>,
     next_conn: u64,
     rings: RingFile,
-    /// Encoded upstream records waiting for room in the ring.
-    backlog: VecDeque<Vec<u8>>,
+    /// Encoded upstream records waiting for room in the ring, with when
+    /// the upstream messages among them were read from their socket.
+    backlog: VecDeque<(Vec<u8>, Option<Instant>)>,
     backlog_bytes: usize,
     backlog_limit: usize,
     pub metrics: Arc<[ShardMetrics]>,
@@ -91,6 +95,11 @@ pub struct Shard {
     plain: Vec<u8>,
     pub read_buf: Vec<u8>,
     record: Vec<u8>,
+    /// Start of the ring turn being handled, and of the socket read being
+    /// handled: the one clock read per turn that routing latency is
+    /// measured from.
+    ring_turn: Option<Instant>,
+    read_at: Option<Instant>,
 }
 
 impl Shard {
@@ -120,6 +129,8 @@ impl Shard {
             plain: Vec::new(),
             read_buf: vec![0; read_buffer],
             record: Vec::new(),
+            ring_turn: None,
+            read_at: None,
         }
     }
 
@@ -163,6 +174,7 @@ impl Shard {
                 session,
                 out: Vec::new(),
                 close: !ok,
+                taken: None,
                 notify: notify.clone(),
             },
         );
@@ -182,6 +194,7 @@ impl Shard {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        self.read_at = Some(Instant::now());
         self.plain.clear();
         let result = c.session.handle_received(bytes, &mut self.plain);
         // TLS may answer on its own (alerts, key updates).
@@ -192,6 +205,7 @@ impl Shard {
             c.notify.notify();
             self.hub.handle_disconnect(id);
             self.flush();
+            self.read_at = None;
             return;
         }
         if !c.out.is_empty() {
@@ -200,6 +214,7 @@ impl Shard {
         let now = self.now();
         self.hub.handle_bytes(id, &self.plain, now);
         self.flush();
+        self.read_at = None;
     }
 
     /// The socket of `id` is gone (closed, failed, or its task ended).
@@ -231,16 +246,29 @@ impl Shard {
     pub fn handle_ring(&mut self, max: usize) -> Result<usize, RingError> {
         let mut n = 0;
         let mut record = std::mem::take(&mut self.record);
-        while n < max && self.rings.pop_and_wake(&mut record)? {
+        let popped = loop {
+            if n == max {
+                break Ok(());
+            }
+            match self.rings.pop_and_wake(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+            if n == 0 {
+                self.ring_turn = Some(Instant::now());
+            }
             n += 1;
             self.handle_record(&record);
-        }
+        };
         self.record = record;
+        // What was taken leaves even if the ring then failed.
         if n > 0 {
             ShardMetrics::add(&self.m().messages_from_ring, n as u64);
             self.flush();
+            self.ring_turn = None;
         }
-        Ok(n)
+        popped.map(|()| n)
     }
 
     fn handle_record(&mut self, bytes: &[u8]) {
@@ -299,6 +327,11 @@ impl Shard {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
+            let m = &self.metrics[self.index];
+            ShardMetrics::add(&m.frames_out, frames_in(&transmit.bytes));
+            if c.taken.is_none() {
+                c.taken = self.ring_turn;
+            }
             if c.session.write(&transmit.bytes, &mut c.out).is_err() {
                 c.close = true;
             }
@@ -317,6 +350,7 @@ impl Shard {
     fn report(&mut self, event: HubEvent) {
         let m = &self.metrics[self.index];
         let at_ms = unix_ms();
+        let mut read_at = None;
         let (record, essential) = match event {
             HubEvent::Connected { node, .. } => {
                 ShardMetrics::add(&m.handshakes, 1);
@@ -341,6 +375,7 @@ impl Shard {
             }
             HubEvent::Upstream { node, message } => {
                 ShardMetrics::add(&m.messages_in, 1);
+                read_at = self.read_at;
                 let record = RingRecord::Upstream {
                     node_id: node.to_string(),
                     message,
@@ -376,15 +411,23 @@ impl Shard {
             return;
         }
         self.backlog_bytes += bytes.len();
-        self.backlog.push_back(bytes);
+        self.backlog.push_back((bytes, read_at));
     }
 
     /// Moves backlog records into the ring while it has room. Returns true
     /// when the backlog is empty.
     pub fn push_backlog(&mut self) -> bool {
-        while let Some(front) = self.backlog.front() {
+        let mut now = None;
+        while let Some((front, read_at)) = self.backlog.front() {
             match self.rings.push_and_wake(front) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(at) = read_at {
+                        let now = *now.get_or_insert_with(Instant::now);
+                        let m = &self.metrics[self.index];
+                        m.route_latency_up
+                            .record(now.saturating_duration_since(*at), 1);
+                    }
+                }
                 Err(RingError::Full) => break,
                 Err(e) => {
                     tracing::error!(shard = self.index, "ring to control: {e}; record dropped");
@@ -401,6 +444,18 @@ impl Shard {
         set_used(&m.ring_down_used, self.rings.inbound().used());
         self.backlog.is_empty()
     }
+}
+
+/// The number of link frames in `bytes`, a whole number of encoded frames
+/// (each an 8-byte prefix whose last four bytes are the body's length).
+fn frames_in(bytes: &[u8]) -> u64 {
+    let (mut at, mut frames) = (0usize, 0u64);
+    while let Some(prefix) = bytes.get(at..at + schema::codec::PREFIX_LEN) {
+        let len = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+        at += schema::codec::PREFIX_LEN + len as usize;
+        frames += 1;
+    }
+    frames
 }
 
 fn set_used(gauge: &AtomicU64, used: u64) {

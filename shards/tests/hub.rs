@@ -66,6 +66,38 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
         assert_eq!(e.received[0].content, e.node.as_bytes());
         assert_eq!(e.received[0].header.resource_version, 5);
     }
+    // Each edge got its object in a send of one frame taken from the ring
+    // turn: the routing latency histogram counts those sends, and at most
+    // one welcome and one batch frame went to each edge.
+    let latency_count = "apiary_route_latency_seconds_count";
+    let direction = |body: &str, d: &str| {
+        body.lines()
+            .filter(|l| l.starts_with(latency_count) && l.contains(&format!("direction=\"{d}\"")))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    let (_, body) = hub.get("/metrics");
+    let routed = direction(&body, "downstream");
+    assert_eq!(routed, metric_value(&body, latency_count, None), "{body}");
+    assert!(
+        routed >= 1 && routed <= nodes.len() as u64,
+        "routed sends {routed}:\n{body}"
+    );
+    let inf = body
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiary_route_latency_seconds_bucket{") && l.contains("le=\"+Inf\"")
+        })
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum::<u64>();
+    assert_eq!(inf, routed, "the +Inf bucket holds every value:\n{body}");
+    let sends = metric_value(&body, "apiary_sends_total", None);
+    let frames = metric_value(&body, "apiary_frames_out_total", None);
+    assert!(sends >= nodes.len() as u64, "{body}");
+    assert!(
+        frames >= 2 * nodes.len() as u64 && frames <= 3 * nodes.len() as u64,
+        "{body}"
+    );
 
     // Upstream: each edge sends one message; it reaches its shard's ring.
     for e in &mut edges {
@@ -115,6 +147,12 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
     }
     assert!(upstream_of.values().all(|&n| n == 1), "{upstream_of:?}");
     assert_eq!(upstream_of.len(), nodes.len());
+    // Each upstream message was timed from its socket read to its ring push.
+    hub.wait_metrics("upstream routing latency", |body| {
+        direction(body, "upstream") >= nodes.len() as u64
+    });
+    let (_, body) = hub.get("/metrics");
+    assert_eq!(direction(&body, "upstream"), nodes.len() as u64, "{body}");
 
     // The control side commits the upstream messages: each edge hears it.
     for node in &nodes {

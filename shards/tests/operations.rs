@@ -98,3 +98,62 @@ fn a_bad_configuration_is_refused_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/ca.crt"), "{stderr}");
 }
+
+/// Lines of the hub's log that contain `what`.
+fn log_lines(hub: &HubProcess, what: &str) -> usize {
+    hub.log_text().lines().filter(|l| l.contains(what)).count()
+}
+
+#[test]
+fn at_its_open_files_limit_the_hub_retries_calmly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring_dir = dir.path().join("rings");
+    let config = dir.path().join("cloudhub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "plaintext = true\nplaintextPort = 0\nhandshakeTimeout = 30\n\
+             rings = {{ ringBytes = {}, backlogBytes = {} }}\n",
+            support::RING_BYTES,
+            support::RING_BYTES
+        ),
+    )
+    .unwrap();
+    let args: Vec<OsArg> = vec![
+        "--config".into(),
+        config.into(),
+        "--shards".into(),
+        "1".into(),
+        "--metrics-address".into(),
+        "127.0.0.1:0".into(),
+        "--ring-dir".into(),
+        ring_dir.clone().into(),
+    ];
+    let hub = HubProcess::spawn_with_open_files(&args, ring_dir, 1, 128);
+    let plain = hub.plain.unwrap();
+    // Connections that never send a Hello hold a descriptor each until the
+    // handshake deadline; more of them than the limit allows.
+    let held: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(plain).unwrap())
+        .collect();
+    let shard_retries = |hub: &HubProcess| log_lines(hub, "shards::tasks: accept");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // The shard says it is out of descriptors and retries every 100 ms.
+    while shard_retries(&hub) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hub never reached its limit:\n{}",
+            hub.log_text()
+        );
+        std::thread::yield_now();
+    }
+    // Meanwhile the metrics endpoint said so once, instead of spinning on
+    // accept (which fails at the limit even with nobody connecting).
+    let metrics_warnings = log_lines(&hub, "metrics endpoint accept");
+    assert!(
+        (1..=2).contains(&metrics_warnings),
+        "{metrics_warnings} metrics accept warnings while the shard retried {} times",
+        shard_retries(&hub)
+    );
+    drop(held);
+}

@@ -1,4 +1,5 @@
-//! One simulated edge node: the hub-core `Link` over a tokio TLS stream,
+//! One simulated edge node: the hub-core `Link` over a tokio TLS stream (or
+//! plain TCP to the hub's benchmark-only plaintext port),
 //! committing every downstream message at once (a perfect store), sending
 //! timestamped upstream telemetry at a rate, and dropping its connection
 //! when the scenario says so.
@@ -12,13 +13,13 @@ use hub_core::backoff::BackoffConfig;
 use hub_core::link::{Link, LinkConfig, LinkEvent};
 use rustls::pki_types::ServerName;
 use schema::{Header, Message, Route};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::stats::{Stats, now_ns, stamp, stamped_at};
 
 /// What the scenario tells every edge.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Command {
     /// Bumped to make every edge drop its connection and reconnect.
     pub drop_generation: u64,
@@ -38,7 +39,13 @@ pub struct EdgeSpec {
     pub source: IpAddr,
     pub backoff_ms: u64,
     pub payload: usize,
+    /// `hub` is the plaintext port: no TLS, the `Hello` names the node.
+    pub plaintext: bool,
 }
+
+/// The transport of a link: TLS or plain TCP.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
 /// The source address of edge `index`: spread over 127.0.0.0/8, 250 edges
 /// per address, so that no address runs out of ephemeral ports.
@@ -199,7 +206,7 @@ async fn connect(
     spec: &EdgeSpec,
     connector: &tokio_rustls::TlsConnector,
     name: ServerName<'static>,
-) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+) -> std::io::Result<Box<dyn Transport>> {
     let socket = match spec.source {
         IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -207,7 +214,10 @@ async fn connect(
     socket.bind(SocketAddr::new(spec.source, 0))?;
     let tcp = socket.connect(spec.hub).await?;
     tcp.set_nodelay(true)?;
-    connector.connect(name, tcp).await
+    if spec.plaintext {
+        return Ok(Box::new(tcp));
+    }
+    Ok(Box::new(connector.connect(name, tcp).await?))
 }
 
 fn telemetry(spec: &EdgeSpec, seq: u64) -> Message {

@@ -91,6 +91,8 @@ pub fn run(o: &Options, dir: &Path) -> Result<Report, String> {
             shards: o.shards,
             nodes: 1,
             ring_bytes: o.ring_bytes,
+            plaintext: false,
+            window: None,
         },
     )?;
     let (cert, key) = pki.client_files(NODE, dir).map_err(|e| e.to_string())?;

@@ -15,6 +15,8 @@ use super::pki::Pki;
 pub struct Hub {
     child: Child,
     pub tls: SocketAddr,
+    /// The benchmark-only plaintext listener, when asked for.
+    pub plain: Option<SocketAddr>,
     pub metrics: SocketAddr,
     pub ring_dir: PathBuf,
     pub ring_bytes: usize,
@@ -28,6 +30,11 @@ pub struct HubOptions {
     pub shards: usize,
     pub nodes: usize,
     pub ring_bytes: usize,
+    /// Also listen without TLS (`plaintext = true`).
+    pub plaintext: bool,
+    /// Downstream messages in flight per node (`[links] window`); `None`
+    /// keeps the hub's default.
+    pub window: Option<u32>,
 }
 
 /// The `cloudhub` binary: `--hub-bin`, else [`workspace_binary`].
@@ -75,7 +82,7 @@ impl Hub {
             "port = 0\nnodeLimit = {}\nhandshakeTimeout = 30\n\
              tlsCAFile = '{}'\ntlsCertFile = '{}'\ntlsPrivateKeyFile = '{}'\n\
              [shards]\ncount = {}\n[rings]\ndir = '{}'\nringBytes = {}\nbacklogBytes = {}\n\
-             [metrics]\naddress = '127.0.0.1:0'\n",
+             [metrics]\naddress = '127.0.0.1:0'\n{}",
             options.nodes + options.nodes / 10 + 16,
             pki.ca_file.display(),
             pki.cert_file.display(),
@@ -84,7 +91,16 @@ impl Hub {
             ring_dir.display(),
             options.ring_bytes,
             options.ring_bytes,
+            options
+                .window
+                .map_or(String::new(), |w| format!("[links]\nwindow = {w}\n")),
         );
+        // Top-level keys go before the first table.
+        let text = if options.plaintext {
+            format!("plaintext = true\nplaintextPort = 0\n{text}")
+        } else {
+            text
+        };
         std::fs::write(&config, text).map_err(|e| format!("writing the hub config: {e}"))?;
         let log = std::fs::File::create(dir.join("cloudhub.log")).map_err(|e| e.to_string())?;
         let mut child = Command::new(&binary)
@@ -116,12 +132,20 @@ impl Hub {
                 .and_then(|v| v.parse::<SocketAddr>().ok())
                 .ok_or_else(|| format!("no {key} in {line:?}"))
         };
-        let mut tls = field("tls=")?;
-        if tls.ip().is_unspecified() {
-            tls.set_ip([127, 0, 0, 1].into());
-        }
+        let local = |mut addr: SocketAddr| {
+            if addr.ip().is_unspecified() {
+                addr.set_ip([127, 0, 0, 1].into());
+            }
+            addr
+        };
+        let tls = local(field("tls=")?);
+        let plain = options
+            .plaintext
+            .then(|| field("plaintext=").map(local))
+            .transpose()?;
         Ok(Self {
             tls,
+            plain,
             metrics: field("metrics=")?,
             ring_dir,
             ring_bytes: options.ring_bytes,
@@ -151,6 +175,19 @@ impl Hub {
     /// CPU seconds the hub has used so far.
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    /// The hub's `/metrics`, summed over its shards.
+    pub fn scrape(&self) -> Result<super::metrics::Snapshot, String> {
+        super::metrics::scrape(self.metrics)
+    }
+
+    /// The hub's open-files limit (it raises its soft limit to the hard
+    /// one at start), from `/proc/<pid>/limits`.
+    pub fn open_files_limit(&self) -> Option<u64> {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
     }
 
     /// The hub's resident memory, bytes.

@@ -11,9 +11,11 @@ pub mod control;
 pub mod edge;
 pub mod edgecore;
 pub mod hub;
+pub mod metrics;
 pub mod pki;
 pub mod report;
 pub mod stats;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,6 +86,14 @@ pub struct Options {
     pub ring_bytes: usize,
     pub hub_bin: Option<PathBuf>,
     pub out: PathBuf,
+    /// Edges connect to the hub's benchmark-only plaintext port, no TLS.
+    pub plaintext: bool,
+    /// The hub sends one message per frame and one frame per send: a window
+    /// of one message in flight per node, so each send answers one ack.
+    pub one_per_send: bool,
+    /// Edges per process; past it (or past the open-files limit) the edges
+    /// run in worker processes. `None`: as many as the limit allows.
+    pub max_nodes_per_process: Option<usize>,
 }
 
 impl Default for Options {
@@ -101,6 +111,9 @@ impl Default for Options {
             ring_bytes: 64 << 20,
             hub_bin: None,
             out: PathBuf::from("target/fleetbench"),
+            plaintext: false,
+            one_per_send: false,
+            max_nodes_per_process: None,
         }
     }
 }
@@ -111,6 +124,14 @@ impl Options {
         let mut o = Self::default();
         let mut it = args.iter();
         while let Some(flag) = it.next() {
+            match flag.as_str() {
+                "--plaintext" => o.plaintext = true,
+                "--one-per-send" => o.one_per_send = true,
+                _ => {}
+            }
+            if matches!(flag.as_str(), "--plaintext" | "--one-per-send") {
+                continue;
+            }
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let num = |v: &str| {
                 v.replace('_', "")
@@ -129,6 +150,7 @@ impl Options {
                 "--backoff-ms" => o.backoff_ms = num(value)? as u64,
                 "--ring-bytes" => o.ring_bytes = num(value)? as usize,
                 "--hub-bin" => o.hub_bin = Some(value.into()),
+                "--max-nodes-per-process" => o.max_nodes_per_process = Some(num(value)? as usize),
                 "--out" => o.out = value.into(),
                 _ => return Err(format!("unknown flag {flag}")),
             }
@@ -140,29 +162,9 @@ impl Options {
     }
 }
 
-/// Checks the open-files limit against the fleet; raises the soft limit to
-/// the hard one when that is enough.
-fn check_open_files(nodes: usize) -> Result<(), String> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let (soft, hard) = (
-        limit.current.unwrap_or(u64::MAX),
-        limit.maximum.unwrap_or(u64::MAX),
-    );
-    let need = nodes as u64 + 256;
-    eprintln!("fleetbench: open-files limit {soft} (hard {hard}); {nodes} edges need {need}");
-    if need <= soft {
-        return Ok(());
-    }
-    if need <= hard {
-        let mut raised = limit;
-        raised.current = Some(hard);
-        return setrlimit(Resource::Nofile, raised).map_err(|e| format!("raising nofile: {e}"));
-    }
-    Err(format!(
-        "{nodes} edges need {need} open files, over this process's hard limit of {hard}; \
-         raise it (ulimit -n) or run fewer nodes per fleetbench process"
-    ))
+/// The name of node `index` of a fleet.
+pub fn node_name(index: usize) -> String {
+    format!("node-{index:06}")
 }
 
 /// Runs one scenario and prints its figures.
@@ -174,10 +176,10 @@ pub fn run(scenario: Scenario, o: &Options) -> Result<Report, String> {
         let _ = std::fs::remove_dir_all(&dir);
         return result;
     }
-    check_open_files(o.nodes)?;
+    let slices = workers::slices(o)?;
     let dir = std::env::temp_dir().join(format!("fleetbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let result = run_in(scenario, o, &dir);
+    let result = run_in(scenario, o, &dir, &slices);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -193,12 +195,20 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Report, String> {
+fn run_in(
+    scenario: Scenario,
+    o: &Options,
+    dir: &std::path::Path,
+    slices: &[(usize, usize)],
+) -> Result<Report, String> {
     let pki = pki::Pki::new(dir).map_err(|e| e.to_string())?;
-    let names: Vec<String> = (0..o.nodes).map(|i| format!("node-{i:06}")).collect();
-    let certs = bar(o.nodes as u64, "certificates");
-    let mut clients = Vec::with_capacity(o.nodes);
-    for n in &names {
+    let names: Vec<String> = (0..o.nodes).map(node_name).collect();
+    // Edges in this process need their certificates now; workers make
+    // their own.
+    let local = if slices.is_empty() { o.nodes } else { 0 };
+    let certs = bar(local as u64, "certificates");
+    let mut clients = Vec::with_capacity(local);
+    for n in &names[..local] {
         clients.push(pki.client(n).map_err(|e| e.to_string())?);
         certs.inc(1);
     }
@@ -211,8 +221,23 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
             shards: o.shards,
             nodes: o.nodes,
             ring_bytes: o.ring_bytes,
+            plaintext: o.plaintext,
+            window: o.one_per_send.then_some(1),
         },
     )?;
+    if let Some(limit) = hub.open_files_limit()
+        && o.nodes as u64 + workers::MARGIN > limit
+    {
+        eprintln!(
+            "fleetbench: the hub's open-files limit is {limit}: it cannot hold {} links \
+             (it stops accepting at the limit; the rest wait in its listen queue)",
+            o.nodes
+        );
+    }
+    let target = match hub.plain {
+        Some(plain) if o.plaintext => plain,
+        _ => hub.tls,
+    };
     let rss_idle = hub.resident_bytes();
     let stats = Arc::new(Stats::new(o.nodes));
     let counters = Arc::new(ControlCounters::default());
@@ -228,19 +253,36 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
             node: node.clone(),
             index,
             client,
-            hub: hub.tls,
+            hub: target,
             source: edge::source_address(index),
             backoff_ms: o.backoff_ms,
             payload: o.payload,
+            plaintext: o.plaintext,
         };
         runtime.spawn(edge::run(spec, stats.clone(), rx.clone()));
     }
+    let (forwarder, worker_pids) = match slices {
+        [] => (None, Vec::new()),
+        _ => {
+            let workers = workers::Workers::start(slices, o, dir, target, stats.clone())?;
+            let pids = workers.pids();
+            (Some(std::thread::spawn(move || workers.forward(rx))), pids)
+        }
+    };
     let mut report = Report {
+        client_processes: slices.len().max(1),
         scenario: scenario.name().into(),
         machine: report::machine(),
         nodes: o.nodes,
         shards: o.shards,
         payload_bytes: o.payload,
+        transport: if o.plaintext { "plaintext" } else { "TLS 1.3" }.into(),
+        delivery: if o.one_per_send {
+            "one message per frame, one frame per send (window 1)"
+        } else {
+            "batched (window 256)"
+        }
+        .into(),
         hub_rss_idle_bytes: rss_idle,
         ..Report::default()
     };
@@ -257,6 +299,7 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
     for n in &names {
         per_shard[usize::from(hub_core::shard_of(n, o.shards as u16))].push(n.clone());
     }
+    let scraped = hub.scrape()?;
     let rings = hub.rings()?;
     let mut threads = Vec::new();
     for (ring, nodes) in rings.into_iter().zip(per_shard) {
@@ -340,11 +383,16 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
             }
         }
     }
+    report.hub = Some(hub.scrape()?.since(&scraped));
     report.hub_rss_bytes = hub.resident_bytes();
     report.hub_bytes_per_node =
         report.hub_rss_bytes.saturating_sub(rss_idle) as f64 / o.nodes as f64;
     report.hub_cpu_seconds = hub.cpu_seconds();
-    report.fleetbench_cpu_seconds = hub::cpu_seconds("/proc/self/stat");
+    report.fleetbench_cpu_seconds = hub::cpu_seconds("/proc/self/stat")
+        + worker_pids
+            .iter()
+            .map(|pid| hub::cpu_seconds(&format!("/proc/{pid}/stat")))
+            .sum::<f64>();
     report.connect_errors = stats.connect_errors.load(Ordering::Relaxed);
     report.samples = sampler.samples();
 
@@ -354,13 +402,21 @@ fn run_in(scenario: Scenario, o: &Options, dir: &std::path::Path) -> Result<Repo
         let _ = t.join();
     }
     runtime.shutdown_timeout(Duration::from_secs(5));
+    if let Some(forwarder) = forwarder {
+        let _ = forwarder.join();
+    }
     drop(hub);
     Ok(report)
 }
 
+/// How long connecting may go without one more link up.
+const STALL: Duration = Duration::from_secs(60);
+
 fn wait_up(stats: &Stats, nodes: usize, what: &str, patience: Duration) -> Result<(), String> {
     let progress = bar(nodes as u64, what);
-    let deadline = Instant::now() + patience;
+    let started = Instant::now();
+    let deadline = started + patience;
+    let (mut most, mut gained_at) = (0, started);
     loop {
         let up = stats.up.load(Ordering::Relaxed);
         progress.set_position(up);
@@ -368,9 +424,19 @@ fn wait_up(stats: &Stats, nodes: usize, what: &str, patience: Duration) -> Resul
             progress.finish_and_clear();
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if up > most {
+            (most, gained_at) = (up, Instant::now());
+        }
+        let stalled = gained_at.elapsed() >= STALL;
+        if Instant::now() >= deadline || stalled {
             return Err(format!(
-                "{what}: only {up} of {nodes} links up after {patience:?}"
+                "{what}: only {up} of {nodes} links up after {} s{}",
+                started.elapsed().as_secs(),
+                if stalled {
+                    ", none more for a minute"
+                } else {
+                    ""
+                }
             ));
         }
         std::thread::sleep(Duration::from_millis(20));

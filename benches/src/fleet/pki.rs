@@ -46,16 +46,52 @@ fn key() -> Result<KeyPair, PkiError> {
     Ok(KeyPair::generate_for(&rcgen::PKCS_ED25519)?)
 }
 
+/// The CA's parameters: the same in every process, so that a worker
+/// process that reads the CA's key signs as the CA did.
+fn ca_params() -> Result<CertificateParams, PkiError> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "fleetbench CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(ca)
+}
+
+fn roots(ca_pem: &str) -> Result<Arc<rustls::RootCertStore>, PkiError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .map_err(|e| PkiError(format!("CA: {e}")))?;
+    roots
+        .add(ca_der)
+        .map_err(|e| PkiError(format!("CA: {e}")))?;
+    Ok(Arc::new(roots))
+}
+
 impl Pki {
+    /// The CA that [`Pki::new`] wrote to `dir`, to sign more client
+    /// certificates in another process.
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path)
+                .map_err(|e| PkiError(format!("reading {}: {e}", path.display())))
+        };
+        let ca_key = KeyPair::from_pem(&read("ca.key")?)?;
+        Ok(Self {
+            ca_file: dir.join("ca.crt"),
+            cert_file: dir.join("server.crt"),
+            key_file: dir.join("server.key"),
+            issuer: Issuer::new(ca_params()?, ca_key),
+            roots: roots(&read("ca.crt")?)?,
+        })
+    }
+
     /// Makes the CA and the hub's certificate and writes them to `dir`.
     pub fn new(dir: &Path) -> Result<Self, PkiError> {
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.distinguished_name
-            .push(DnType::CommonName, "fleetbench CA");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca_params()?;
         let ca_key = key()?;
         let ca_pem = ca.self_signed(&ca_key)?.pem();
+        let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca, ca_key);
         let server_key = key()?;
         let mut server =
@@ -73,18 +109,13 @@ impl Pki {
         let ca_file = write("ca.crt", &ca_pem)?;
         let cert_file = write("server.crt", &server_pem)?;
         let key_file = write("server.key", &server_key.serialize_pem())?;
-        let mut roots = rustls::RootCertStore::empty();
-        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
-            .map_err(|e| PkiError(format!("CA: {e}")))?;
-        roots
-            .add(ca_der)
-            .map_err(|e| PkiError(format!("CA: {e}")))?;
+        write("ca.key", &ca_key_pem)?;
         Ok(Self {
             ca_file,
             cert_file,
             key_file,
             issuer,
-            roots: Arc::new(roots),
+            roots: roots(&ca_pem)?,
         })
     }
 

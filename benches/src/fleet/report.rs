@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
+use super::metrics::HubFigures;
 use super::stats::{Latency, Sample};
 
 /// One direction's figures.
@@ -53,6 +54,12 @@ pub struct Report {
     pub nodes: usize,
     pub shards: usize,
     pub payload_bytes: usize,
+    /// Processes running the edges (1: this one).
+    pub client_processes: usize,
+    /// "TLS 1.3" or "plaintext".
+    pub transport: String,
+    /// How the hub packs downstream messages into sends.
+    pub delivery: String,
     pub connect_seconds: f64,
     pub hub_rss_idle_bytes: u64,
     pub hub_rss_bytes: u64,
@@ -64,6 +71,8 @@ pub struct Report {
     pub upstream: Option<Direction>,
     pub storm: Option<Storm>,
     pub edge: Option<EdgeFigures>,
+    /// The hub's own counters over the measured phase.
+    pub hub: Option<HubFigures>,
     pub samples: Vec<Sample>,
 }
 
@@ -108,6 +117,11 @@ impl Report {
                     "{} / {} / {} B",
                     self.nodes, self.shards, self.payload_bytes
                 ),
+            ),
+            ("edge processes".into(), self.client_processes.to_string()),
+            (
+                "transport / delivery".into(),
+                format!("{} / {}", self.transport, self.delivery),
             ),
             (
                 "time to connect the fleet".into(),
@@ -159,6 +173,34 @@ impl Report {
                     ),
                 ));
                 rows.push((format!("{name} lost"), d.lost.to_string()));
+            }
+        }
+        if let Some(h) = &self.hub {
+            let per = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+            let down = self.downstream.as_ref().map_or(0, |d| d.messages);
+            rows.push((
+                "hub sends / frames (frames per send)".into(),
+                format!("{} / {} ({:.3})", h.sends, h.frames, per(h.frames, h.sends)),
+            ));
+            if down > 0 {
+                rows.push((
+                    "downstream messages per send / per frame".into(),
+                    format!("{:.3} / {:.3}", per(down, h.sends), per(down, h.frames)),
+                ));
+            }
+            for (name, r, what) in [
+                ("ring → send", &h.down, "sends"),
+                ("socket → ring", &h.up, "ring pushes"),
+            ] {
+                if r.count > 0 {
+                    rows.push((
+                        format!("hub-internal latency {name} p50 / p99"),
+                        format!(
+                            "{:.1} / {:.1} µs ({} timed {what})",
+                            r.p50_us, r.p99_us, r.count
+                        ),
+                    ));
+                }
             }
         }
         if let Some(e) = &self.edge {

@@ -87,8 +87,10 @@ impl Stats {
     }
 
     pub fn record_downstream(&self, latency_ns: u64) {
-        self.downstream.fetch_add(1, Ordering::Relaxed);
+        // Latency first: whoever reads the count, then the histogram, finds
+        // every counted message's latency (see `workers`).
         record(&self.down_all, &self.down_window, latency_ns);
+        self.downstream.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_upstream(&self, latency_ns: u64) {
@@ -119,6 +121,29 @@ impl Stats {
             p
         };
         (take(&self.down_window), take(&self.up_window))
+    }
+
+    /// Takes the downstream latencies recorded since the last call, as
+    /// (microseconds, count) pairs. Only for a worker process, which runs
+    /// no per-second sampler of its own.
+    pub fn take_downstream_recorded(&self) -> Vec<(u64, u64)> {
+        let mut h = self.down_window.lock().unwrap_or_else(|e| e.into_inner());
+        let pairs = h
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        h.reset();
+        pairs
+    }
+
+    /// Adds downstream latencies another process recorded.
+    pub fn merge_downstream(&self, pairs: &[(u64, u64)]) {
+        for h in [&self.down_all, &self.down_window] {
+            let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+            for &(us, n) in pairs {
+                let _ = h.record_n(us.clamp(1, 100_000_000), n);
+            }
+        }
     }
 
     /// The whole run's latency percentiles of each direction.

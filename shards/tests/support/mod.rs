@@ -158,8 +158,38 @@ impl HubProcess {
 
     /// Runs `cloudhub` with `args` and waits for its `cloudhub ready` line.
     pub fn spawn(args: &[OsArg], ring_dir: PathBuf, shards: usize) -> Self {
+        Self::spawn_command(
+            Command::new(env!("CARGO_BIN_EXE_cloudhub")),
+            args,
+            ring_dir,
+            shards,
+        )
+    }
+
+    /// As [`spawn`](Self::spawn), with soft and hard open-files limits of
+    /// `open_files` (set by a shell before it runs the hub).
+    pub fn spawn_with_open_files(
+        args: &[OsArg],
+        ring_dir: PathBuf,
+        shards: usize,
+        open_files: u64,
+    ) -> Self {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_cloudhub"));
+        Self::spawn_command(shell, args, ring_dir, shards)
+    }
+
+    fn spawn_command(
+        mut command: Command,
+        args: &[OsArg],
+        ring_dir: PathBuf,
+        shards: usize,
+    ) -> Self {
         let log = ring_dir.with_extension("log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudhub"))
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
