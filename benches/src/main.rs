@@ -40,7 +40,9 @@ commands:
         one real edgecore connected to a real cloudhub: resident memory
         idle and while messages arrive at --rate for --duration, then
         durable apply throughput with --objects messages flat out
-        (use e.g. --objects 20000)
+        (use e.g. --objects 8000); --edge-bin PATH runs that edgecore,
+        e.g. the small-hardware build `cargo build --profile edge -p
+        edge-core` (target/edge/edgecore)
   compare [the same flags]
         the downstream workload (each node receives its own --objects
         messages) through Apiary, mosquitto (QoS 1, one topic per node),

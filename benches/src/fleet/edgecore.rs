@@ -82,7 +82,10 @@ fn phase(
 /// Runs the scenario in `dir`.
 pub fn run(o: &Options, dir: &Path) -> Result<Report, String> {
     let pki = Pki::new(dir).map_err(|e| e.to_string())?;
-    let edgecore = hub::workspace_binary("edgecore", "edge-core")?;
+    let edgecore = match &o.edge_bin {
+        Some(path) => path.clone(),
+        None => hub::workspace_binary("edgecore", "edge-core")?,
+    };
     let hub = Hub::start(
         dir,
         &pki,

@@ -85,6 +85,8 @@ pub struct Options {
     pub backoff_ms: u64,
     pub ring_bytes: usize,
     pub hub_bin: Option<PathBuf>,
+    /// The `edgecore` of the `edge` scenario (default: beside fleetbench).
+    pub edge_bin: Option<PathBuf>,
     pub out: PathBuf,
     /// Edges connect to the hub's benchmark-only plaintext port, no TLS.
     pub plaintext: bool,
@@ -110,6 +112,7 @@ impl Default for Options {
             backoff_ms: 50,
             ring_bytes: 64 << 20,
             hub_bin: None,
+            edge_bin: None,
             out: PathBuf::from("target/fleetbench"),
             plaintext: false,
             one_per_send: false,
@@ -150,6 +153,7 @@ impl Options {
                 "--backoff-ms" => o.backoff_ms = num(value)? as u64,
                 "--ring-bytes" => o.ring_bytes = num(value)? as usize,
                 "--hub-bin" => o.hub_bin = Some(value.into()),
+                "--edge-bin" => o.edge_bin = Some(value.into()),
                 "--max-nodes-per-process" => o.max_nodes_per_process = Some(num(value)? as usize),
                 "--out" => o.out = value.into(),
                 _ => return Err(format!("unknown flag {flag}")),
