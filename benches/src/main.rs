@@ -29,6 +29,9 @@ commands:
                                   plaintext port (no TLS)
           --one-per-send          one message per frame and one frame per
                                   hub send (a window of 1 per node)
+          --echo                  upstream: the control side sends each
+                                  message back to its node, so the edges
+                                  time edge → hub → control → hub → edge
           --max-nodes-per-process N   past N edges (or past the open-files
                                   limit) the edges run in child processes
                                   of fleetbench, their figures merged

@@ -140,3 +140,24 @@ fn a_fleet_split_over_worker_processes_is_counted_whole() {
     assert_eq!(report["client_processes"], 2, "{report:#}");
     assert_eq!(report["storm"]["nodes"], 60, "{report:#}");
 }
+
+#[test]
+fn echo_sends_every_upstream_message_back_to_its_node() {
+    let report = run(
+        "upstream",
+        &["--duration", "2", "--upstream-rate", "5", "--echo"],
+    );
+    let up = &report["upstream"];
+    assert_eq!(up["lost"], 0, "{report:#}");
+    let sent = up["messages"].as_u64().unwrap();
+    assert!(sent >= 60 * 5, "{report:#}");
+    // Each one came back to the edge that sent it, timed from its send.
+    let down = &report["downstream"];
+    assert_eq!(down["messages"], sent, "{report:#}");
+    assert_eq!(down["lost"], 0);
+    assert_eq!(down["latency"]["count"], sent, "{report:#}");
+    assert!(
+        down["latency"]["p50_us"].as_u64().unwrap() >= up["latency"]["p50_us"].as_u64().unwrap(),
+        "a round trip takes at least the way up: {report:#}"
+    );
+}

@@ -25,6 +25,9 @@ pub struct Work {
     pub payload: usize,
     /// Number of the first object (objects are `obj-{n}`).
     pub first_object: u64,
+    /// Send every upstream message back to its node as a downstream
+    /// object (`echo-{seq}`), its content (and so its send stamp) kept.
+    pub echo: bool,
 }
 
 /// What the control side saw.
@@ -75,6 +78,13 @@ fn run(
                         *seen = message.header.seq;
                         stats
                             .record_upstream(now_ns().saturating_sub(stamped_at(&message.content)));
+                        if work.echo {
+                            let name = format!("echo-{}", message.header.seq);
+                            let record = record(&node_id, name, message.content.clone());
+                            while ring.push_and_wake(&record).is_err() {
+                                ring.wait_outbound_room(record.len(), Duration::from_millis(5));
+                            }
+                        }
                         to_commit.push(node_id);
                     }
                 }
@@ -142,10 +152,15 @@ fn run(
 }
 
 fn downstream(node: &str, object: u64, payload: usize) -> Vec<u8> {
-    let name = format!("obj-{object}");
+    record(node, format!("obj-{object}"), stamp(payload))
+}
+
+/// A downstream record of object `name` (a ConfigMap in namespace
+/// "bench", version 1) carrying `content`.
+fn record(node: &str, name: String, content: Vec<u8>) -> Vec<u8> {
     let message = Message {
         header: Header {
-            id: format!("{node}/{object}"),
+            id: format!("{node}/{name}"),
             resource_version: 1,
             ..Header::default()
         },
@@ -156,7 +171,7 @@ fn downstream(node: &str, object: u64, payload: usize) -> Vec<u8> {
             resource: format!("bench/configmap/{name}"),
             ..Route::default()
         },
-        content: stamp(payload),
+        content,
     };
     records::to_bytes(&RingRecord::Downstream {
         node_id: node.to_owned(),

@@ -52,6 +52,7 @@ fn phase(
         rate,
         payload: o.payload,
         first_object,
+        echo: false,
     };
     let started = Instant::now();
     let thread = control::spawn(

@@ -93,6 +93,9 @@ pub struct Options {
     /// The hub sends one message per frame and one frame per send: a window
     /// of one message in flight per node, so each send answers one ack.
     pub one_per_send: bool,
+    /// The control side sends every upstream message back to its node, so
+    /// the edges time the whole path edge → hub → control → hub → edge.
+    pub echo: bool,
     /// Edges per process; past it (or past the open-files limit) the edges
     /// run in worker processes. `None`: as many as the limit allows.
     pub max_nodes_per_process: Option<usize>,
@@ -116,6 +119,7 @@ impl Default for Options {
             out: PathBuf::from("target/fleetbench"),
             plaintext: false,
             one_per_send: false,
+            echo: false,
             max_nodes_per_process: None,
         }
     }
@@ -130,9 +134,10 @@ impl Options {
             match flag.as_str() {
                 "--plaintext" => o.plaintext = true,
                 "--one-per-send" => o.one_per_send = true,
+                "--echo" => o.echo = true,
                 _ => {}
             }
-            if matches!(flag.as_str(), "--plaintext" | "--one-per-send") {
+            if matches!(flag.as_str(), "--plaintext" | "--one-per-send" | "--echo") {
                 continue;
             }
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -283,6 +288,8 @@ fn run_in(
         transport: if o.plaintext { "plaintext" } else { "TLS 1.3" }.into(),
         delivery: if o.one_per_send {
             "one message per frame, one frame per send (window 1)"
+        } else if o.echo {
+            "batched (window 256); every upstream message echoed back to its node"
         } else {
             "batched (window 256)"
         }
@@ -317,6 +324,7 @@ fn run_in(
             rate: o.rate * share,
             payload: o.payload,
             first_object: 0,
+            echo: upstream && o.echo,
             nodes,
         };
         threads.push(control::spawn(
@@ -359,16 +367,26 @@ fn run_in(
                 sampler.run_for(Duration::from_secs_f64(o.duration));
                 commands.send_modify(|c| c.upstream_rate = 0.0);
             }
+            let echo = upstream && o.echo;
             let total = if downstream {
                 o.objects * o.nodes as u64
             } else {
                 0
             };
-            // Everything sent arrives, or the run says what was lost.
-            let progress = bar(total, "downstream");
+            // Everything sent arrives (echoes included), or the run says
+            // what was lost.
+            let expected = || {
+                total
+                    + if echo {
+                        stats.upstream_sent.load(Ordering::Relaxed)
+                    } else {
+                        0
+                    }
+            };
+            let progress = bar(expected(), "downstream");
             let _ = wait_until(&sampler, "delivery", Duration::from_secs(600), || {
                 progress.set_position(stats.downstream.load(Ordering::Relaxed));
-                stats.downstream.load(Ordering::Relaxed) >= total
+                stats.downstream.load(Ordering::Relaxed) >= expected()
                     && stats.upstream_received.load(Ordering::Relaxed)
                         >= stats.upstream_sent.load(Ordering::Relaxed)
             });
@@ -376,9 +394,10 @@ fn run_in(
             let seconds = phase.elapsed().as_secs_f64();
             let cpu = (hub.cpu_seconds() - cpu0).max(0.01);
             let (down_latency, up_latency) = stats.latency();
-            if downstream {
+            if downstream || echo {
                 let got = stats.downstream.load(Ordering::Relaxed);
-                report.downstream = Some(Direction::of(got, total, seconds, cpu, down_latency));
+                report.downstream =
+                    Some(Direction::of(got, expected(), seconds, cpu, down_latency));
             }
             if upstream {
                 let got = stats.upstream_received.load(Ordering::Relaxed);
