@@ -64,6 +64,7 @@ pub struct Report {
     pub upstream: Option<Direction>,
     pub storm: Option<Storm>,
     pub edge: Option<EdgeFigures>,
+    pub fanout: Option<super::fanout::FanoutFigures>,
     pub samples: Vec<Sample>,
 }
 
@@ -190,6 +191,9 @@ impl Report {
                     s.reconnects_per_second, s.per_hub_cpu_second
                 ),
             ));
+        }
+        if let Some(f) = &self.fanout {
+            rows.extend(f.rows());
         }
         let mut out = String::from("| figure | value |\n|---|---|\n");
         for (k, v) in rows {
