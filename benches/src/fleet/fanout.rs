@@ -11,11 +11,18 @@
 //! each time waiting until every edge has received that update before
 //! writing the next, so every write fans out to all nodes → figures.
 //!
+//! The edges are up before `cloudcontrol` starts, so the initial sync
+//! measures the cloud side (start, planning, rings, hub, links) and not the
+//! TLS handshakes, which the connect time reports.
+//!
 //! Latency of an update is from the moment `fleetbench` writes the manifest
 //! to each edge's receipt; it includes the wait for `cloudcontrol`'s next
-//! poll of the directory (every [`POLL_MS`]). The ConfigMap's data value
-//! carries the update's number, which is how an edge's receipt is matched
-//! to the write ([`Receipts`]).
+//! poll of the directory (every [`POLL_MS`]), which is most of it: an
+//! update is written just after the previous one reached every node, so
+//! just after a poll. The spread figures start at the first node's receipt
+//! of the same update instead and leave the poll out. The ConfigMap's data
+//! value carries the update's number, which is how an edge's receipt is
+//! matched to the write ([`Receipts`]).
 
 pub mod cloudcontrol;
 pub mod figures;
@@ -275,7 +282,8 @@ fn phases(
     progress.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let delivered = (1..=o.updates).map(|k| receipts.received(k)).sum();
-    let (from_write, spread, spans) = receipts.update_latency();
+    let (from_write, spread, spans, first_receipt_ms) = receipts.update_latency();
+    figures.first_receipt_ms = first_receipt_ms;
     figures.spread_latency = spread;
     figures.spread_per_second = delivered as f64 / spans.max(1e-6);
     figures.fanout = Phase::of(

@@ -41,6 +41,9 @@ pub struct FanoutFigures {
     /// Fan-out deliveries per second of the spans from each update's first
     /// receipt to its last.
     pub spread_per_second: f64,
+    /// Per update, milliseconds from its write to its first receipt by
+    /// any node (cloudcontrol's poll and planning, the rings, one link).
+    pub first_receipt_ms: Vec<f64>,
     pub control_rss_bytes: u64,
 }
 
@@ -101,6 +104,15 @@ impl FanoutFigures {
                 "{} / {} / {} µs, {:.0} msg/s",
                 l.p50_us, l.p99_us, l.max_us, self.spread_per_second
             ),
+        ));
+        let firsts: Vec<String> = self
+            .first_receipt_ms
+            .iter()
+            .map(|ms| format!("{ms:.0}"))
+            .collect();
+        rows.push((
+            "fan-out: write → first node's receipt, per update".into(),
+            format!("{} ms", firsts.join(", ")),
         ));
         rows
     }

@@ -14,28 +14,36 @@ pub const CONFIG_NAME: &str = "fleet-config";
 /// `cloudcontrol` sends it (`data.payload` begins with `u<number>-`).
 const MARKER: &[u8] = br#""payload":"u"#;
 
-/// Writes the Nodes, Pods and the first ConfigMap (update 0) into `dir`.
+/// Nodes (and Pods) per manifest file: `cloudcontrol`'s YAML parser takes
+/// at most 1024 documents per file.
+const PER_FILE: usize = 1000;
+
+/// Writes the Nodes, Pods and the first ConfigMap (update 0) into `dir`,
+/// in files of at most [`PER_FILE`] objects.
 pub fn write_fleet(dir: &Path, nodes: &[String], payload: usize) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut text = String::with_capacity(nodes.len() * 160);
-    for node in nodes {
-        let _ = write!(
-            text,
-            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    \
-             node-role.kubernetes.io/edge: \"\"\n"
-        );
+    let mut text = String::with_capacity(PER_FILE * 200);
+    for (i, chunk) in nodes.chunks(PER_FILE).enumerate() {
+        text.clear();
+        for node in chunk {
+            let _ = write!(
+                text,
+                "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    \
+                 node-role.kubernetes.io/edge: \"\"\n"
+            );
+        }
+        std::fs::write(dir.join(format!("nodes-{i:04}.yaml")), &text)?;
+        text.clear();
+        for node in chunk {
+            let _ = write!(
+                text,
+                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: app-{node}\n  namespace: default\n\
+                 spec:\n  nodeName: {node}\n  containers:\n    - name: app\n      image: busybox:1.36\n\
+                 \x20     envFrom:\n        - configMapRef:\n            name: {CONFIG_NAME}\n"
+            );
+        }
+        std::fs::write(dir.join(format!("pods-{i:04}.yaml")), &text)?;
     }
-    std::fs::write(dir.join("nodes.yaml"), &text)?;
-    text.clear();
-    for node in nodes {
-        let _ = write!(
-            text,
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: app-{node}\n  namespace: default\n\
-             spec:\n  nodeName: {node}\n  containers:\n    - name: app\n      image: busybox:1.36\n\
-             \x20     envFrom:\n        - configMapRef:\n            name: {CONFIG_NAME}\n"
-        );
-    }
-    std::fs::write(dir.join("pods.yaml"), &text)?;
     write_config(dir, 0, payload)
 }
 
@@ -95,5 +103,20 @@ mod tests {
         assert_eq!(value(3, 256).len(), 256);
         assert_eq!(update_of(br#"{"kind":"Pod"}"#), None);
         assert_eq!(update_of(br#"{"payload":"u12x"}"#), None);
+    }
+
+    #[test]
+    fn a_large_fleet_is_split_into_files_cloudcontrol_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..2500).map(|i| format!("node-{i:06}")).collect();
+        write_fleet(dir.path(), &names, 64).unwrap();
+        let (mut nodes, mut pods) = (0, 0);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            assert!(text.matches("---\n").count() <= 1024);
+            nodes += text.matches("kind: Node\n").count();
+            pods += text.matches("nodeName: node-").count();
+        }
+        assert_eq!((nodes, pods), (2500, 2500));
     }
 }

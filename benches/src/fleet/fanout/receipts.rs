@@ -117,9 +117,10 @@ impl Receipts {
     }
 
     /// Latency of the updates' receipts from their writes, and from the
-    /// first receipt of the same update; and the sum over the updates of
-    /// the time from their first receipt to their last, seconds.
-    pub fn update_latency(&self) -> (Latency, Latency, f64) {
+    /// first receipt of the same update; the sum over the updates of the
+    /// time from their first receipt to their last, seconds; and per
+    /// update, milliseconds from its write to its first receipt.
+    pub fn update_latency(&self) -> (Latency, Latency, f64, Vec<f64>) {
         let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
         let mut first = vec![u64::MAX; self.written.len()];
         let mut last = vec![0; self.written.len()];
@@ -138,10 +139,17 @@ impl Receipts {
             record(&from_write, at.saturating_sub(written));
             record(&from_first, at - first[k as usize]);
         }
+        let pickup = (1..self.written.len())
+            .map(|k| {
+                let written = self.written[k].load(Ordering::Relaxed);
+                first[k].saturating_sub(written) as f64 / 1e6
+            })
+            .collect();
         (
             latency(&from_write),
             latency(&from_first),
             spans as f64 / 1e9,
+            pickup,
         )
     }
 
