@@ -39,6 +39,15 @@ commands:
           --hub-bin PATH          cloudhub to run (default: beside fleetbench,
                                   built with cargo if missing)
           --out DIR (target/fleetbench)
+  fanout [--updates N (5)] [--control-bin PATH] [the same flags]
+        downstream fanned out by a real cloudcontrol: a manifest directory
+        of --nodes edge Nodes, a Pod on each referencing one ConfigMap of
+        --payload bytes; measures the initial sync (Node, Pod, ConfigMap
+        to every node), then rewrites the ConfigMap --updates times, each
+        update received by every node before the next is written, and
+        reports delivery, msg/s per hub and cloudcontrol CPU-second, and
+        latency from the manifest write to each edge (cloudcontrol: beside
+        fleetbench, built with cargo if missing, or --control-bin)
   edge [--rate MSG/S (1000)] [--duration S (10)] [--objects N]
         one real edgecore connected to a real cloudhub: resident memory
         idle and while messages arrive at --rate for --duration, then
@@ -86,6 +95,12 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Some("fanout") => {
+            if let Err(e) = fanout(&args[1..]) {
+                eprintln!("fleetbench fanout: {e}");
+                std::process::exit(1);
+            }
+        }
         Some(name) if benches::fleet::Scenario::parse(name).is_some() => {
             let scenario = benches::fleet::Scenario::parse(name).expect("checked");
             if let Err(e) = fleet(scenario, &args[1..]) {
@@ -105,6 +120,16 @@ fn fleet(scenario: benches::fleet::Scenario, args: &[String]) -> Result<(), Stri
     let report = benches::fleet::run(scenario, &options)?;
     println!("{}", report.markdown());
     let (json, svg) = report.write(&options.out)?;
+    println!("figures: {}  plot: {}", json.display(), svg.display());
+    Ok(())
+}
+
+fn fanout(args: &[String]) -> Result<(), String> {
+    let options =
+        benches::fleet::fanout::Options::parse(args).map_err(|e| format!("{e}\n\n{USAGE}"))?;
+    let report = benches::fleet::fanout::run(&options)?;
+    println!("{}", report.markdown());
+    let (json, svg) = report.write(&options.fleet.out)?;
     println!("figures: {}  plot: {}", json.display(), svg.display());
     Ok(())
 }

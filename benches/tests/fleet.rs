@@ -161,3 +161,60 @@ fn echo_sends_every_upstream_message_back_to_its_node() {
         "a round trip takes at least the way up: {report:#}"
     );
 }
+
+#[test]
+fn fanout_from_cloudcontrol_reaches_every_node_with_every_update() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fleetbench"))
+        .args(["fanout", "--nodes", "40", "--shards", "2", "--updates", "2"])
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "fanout: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("initial sync"), "{stdout}");
+    let json = out_dir.path().join("fleetbench-fanout.json");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let figures = &report["fanout"];
+    let initial = &figures["initial"];
+    assert_eq!(initial["expected"], 40 * 3, "{report:#}");
+    assert_eq!(initial["delivered"], 40 * 3, "{report:#}");
+    assert_eq!(initial["lost"], 0);
+    let fanout = &figures["fanout"];
+    assert_eq!(fanout["expected"], 40 * 2, "{report:#}");
+    assert_eq!(fanout["delivered"], 40 * 2, "{report:#}");
+    assert_eq!(fanout["lost"], 0);
+    assert_eq!(fanout["latency"]["count"], 40 * 2, "{report:#}");
+    for phase in [initial, fanout] {
+        for figure in [
+            "seconds",
+            "per_second",
+            "per_hub_cpu_second",
+            "per_control_cpu_second",
+        ] {
+            assert!(
+                phase[figure].as_f64().unwrap() > 0.0,
+                "{figure}: {report:#}"
+            );
+        }
+        assert!(
+            phase["latency"]["p99_us"].as_u64().unwrap() > 0,
+            "{report:#}"
+        );
+        assert!(
+            phase["latency"]["max_us"].as_u64() >= phase["latency"]["p50_us"].as_u64(),
+            "{report:#}"
+        );
+    }
+    assert!(
+        figures["control_rss_bytes"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert_eq!(report["connect_errors"], 0);
+}

@@ -120,7 +120,12 @@ pub async fn run(spec: EdgeSpec, stats: Arc<Stats>, mut commands: watch::Receive
                     }
                     LinkEvent::Downstream(m) => {
                         let at = now_ns();
-                        stats.record_downstream(at.saturating_sub(stamped_at(&m.content)));
+                        match stats.receipts.get() {
+                            Some(r) => r.record(spec.index, &m, at, &stats),
+                            None => {
+                                stats.record_downstream(at.saturating_sub(stamped_at(&m.content)))
+                            }
+                        }
                         if !m.header.best_effort {
                             link.handle_committed(m.header.seq);
                         }

@@ -10,6 +10,7 @@ pub mod compare;
 pub mod control;
 pub mod edge;
 pub mod edgecore;
+pub mod fanout;
 pub mod hub;
 pub mod metrics;
 pub mod pki;

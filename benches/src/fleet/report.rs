@@ -73,6 +73,7 @@ pub struct Report {
     pub edge: Option<EdgeFigures>,
     /// The hub's own counters over the measured phase.
     pub hub: Option<HubFigures>,
+    pub fanout: Option<super::fanout::FanoutFigures>,
     pub samples: Vec<Sample>,
 }
 
@@ -232,6 +233,9 @@ impl Report {
                     s.reconnects_per_second, s.per_hub_cpu_second
                 ),
             ));
+        }
+        if let Some(f) = &self.fanout {
+            rows.extend(f.rows());
         }
         let mut out = String::from("| figure | value |\n|---|---|\n");
         for (k, v) in rows {

@@ -63,6 +63,8 @@ pub struct Stats {
     pub acked: Vec<AtomicU64>,
     /// Upstream messages the control side took (first time each).
     pub upstream_received: AtomicU64,
+    /// Set by the fan-out scenario: the edges report what they receive.
+    pub receipts: std::sync::OnceLock<super::fanout::Receipts>,
     down_all: Mutex<Histogram<u64>>,
     up_all: Mutex<Histogram<u64>>,
     down_window: Mutex<Histogram<u64>>,
@@ -79,6 +81,7 @@ impl Stats {
             upstream_sent: AtomicU64::new(0),
             acked: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             upstream_received: AtomicU64::new(0),
+            receipts: std::sync::OnceLock::new(),
             down_all: Mutex::new(histogram()),
             up_all: Mutex::new(histogram()),
             down_window: Mutex::new(histogram()),
