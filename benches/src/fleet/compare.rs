@@ -72,17 +72,7 @@ impl Counter {
     }
 
     fn latency(&self) -> Latency {
-        let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        if h.is_empty() {
-            return Latency::default();
-        }
-        Latency {
-            count: h.len(),
-            p50_us: h.value_at_quantile(0.5),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
-        }
+        Latency::of(&self.latency.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

@@ -34,12 +34,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
-use super::edge::{self, Command, EdgeSpec};
 use super::report::{self, Report};
 use super::stats::{Stats, now_ns};
-use super::{Options as FleetOptions, Sampler, bar, hub, pki, wait_up, workers};
+use super::{Options as FleetOptions, Sampler, bar, hub, pki, spawn_edges, wait_up, workers};
 use cloudcontrol::Cloudcontrol;
 pub use figures::FanoutFigures;
 use figures::Phase;
@@ -130,28 +127,11 @@ fn run_in(o: &Options, control_bin: &Path, dir: &Path) -> Result<Report, String>
     let rss_idle = hub.resident_bytes();
     let stats = Arc::new(Stats::new(f.nodes));
     let _ = stats.receipts.set(Receipts::new(f.nodes, o.updates));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(f.client_threads)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let (commands, rx) = watch::channel(Command::default());
-    for (index, (node, client)) in names.iter().zip(clients).enumerate() {
-        let spec = EdgeSpec {
-            node: node.clone(),
-            index,
-            client,
-            hub: match hub.plain {
-                Some(plain) if f.plaintext => plain,
-                _ => hub.tls,
-            },
-            source: edge::source_address(index),
-            backoff_ms: f.backoff_ms,
-            payload: f.payload,
-            plaintext: f.plaintext,
-        };
-        runtime.spawn(edge::run(spec, stats.clone(), rx.clone()));
-    }
+    let target = match hub.plain {
+        Some(plain) if f.plaintext => plain,
+        _ => hub.tls,
+    };
+    let (runtime, commands, _rx) = spawn_edges(f, &names, clients, target, &stats)?;
     let began = Instant::now();
     let sampler = Sampler::new(stats.clone(), began);
     wait_up(&stats, f.nodes, "connecting", Duration::from_secs(300))?;

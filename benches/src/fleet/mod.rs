@@ -252,25 +252,7 @@ fn run_in(
     let stats = Arc::new(Stats::new(o.nodes));
     let counters = Arc::new(ControlCounters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(o.client_threads)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let (commands, rx) = watch::channel(Command::default());
-    for (index, (node, client)) in names.iter().zip(clients).enumerate() {
-        let spec = EdgeSpec {
-            node: node.clone(),
-            index,
-            client,
-            hub: target,
-            source: edge::source_address(index),
-            backoff_ms: o.backoff_ms,
-            payload: o.payload,
-            plaintext: o.plaintext,
-        };
-        runtime.spawn(edge::run(spec, stats.clone(), rx.clone()));
-    }
+    let (runtime, commands, rx) = spawn_edges(o, &names, clients, target, &stats)?;
     let (forwarder, worker_pids) = match slices {
         [] => (None, Vec::new()),
         _ => {
@@ -435,6 +417,45 @@ fn run_in(
 
 /// How long connecting may go without one more link up.
 const STALL: Duration = Duration::from_secs(60);
+
+/// A runtime of `o.client_threads` threads running one edge task per
+/// client (node `names[i]` with `clients[i]`), connecting to `target`, and
+/// the channel that commands them.
+fn spawn_edges(
+    o: &Options,
+    names: &[String],
+    clients: Vec<Arc<rustls::ClientConfig>>,
+    target: std::net::SocketAddr,
+    stats: &Arc<Stats>,
+) -> Result<
+    (
+        tokio::runtime::Runtime,
+        watch::Sender<Command>,
+        watch::Receiver<Command>,
+    ),
+    String,
+> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.client_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (commands, rx) = watch::channel(Command::default());
+    for (index, (node, client)) in names.iter().zip(clients).enumerate() {
+        let spec = EdgeSpec {
+            node: node.clone(),
+            index,
+            client,
+            hub: target,
+            source: edge::source_address(index),
+            backoff_ms: o.backoff_ms,
+            payload: o.payload,
+            plaintext: o.plaintext,
+        };
+        runtime.spawn(edge::run(spec, stats.clone(), rx.clone()));
+    }
+    Ok((runtime, commands, rx))
+}
 
 fn wait_up(stats: &Stats, nodes: usize, what: &str, patience: Duration) -> Result<(), String> {
     let progress = bar(nodes as u64, what);

@@ -172,15 +172,5 @@ fn record(h: &Mutex<Histogram<u64>>, ns: u64) {
 }
 
 fn latency(h: &Mutex<Histogram<u64>>) -> Latency {
-    let h = h.lock().unwrap_or_else(|e| e.into_inner());
-    if h.is_empty() {
-        return Latency::default();
-    }
-    Latency {
-        count: h.len(),
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        max_us: h.max(),
-    }
+    Latency::of(&h.lock().unwrap_or_else(|e| e.into_inner()))
 }
