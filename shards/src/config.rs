@@ -91,6 +91,12 @@ pub struct ShardsConfig {
     pub backlog: u32,
     /// Depth of the hand-off channel between two shards. Default 1024.
     pub handoff_depth: usize,
+    /// Submission-queue entries of each executor's io_uring. Default 4096.
+    /// The kernel sizes the table it searches on every cancel by the
+    /// completion queue (twice this): at glommio's default of 128, a
+    /// shard with thousands of idle connections walks hundreds of pending
+    /// polls per cancelled timer; at 4096 a few tens.
+    pub ring_depth: usize,
 }
 
 /// Per-link engine knobs (`hub_core::HubConfig`).
@@ -171,6 +177,7 @@ impl Default for ShardsConfig {
             io_memory: 1 << 20,
             backlog: 4096,
             handoff_depth: 1024,
+            ring_depth: 4096,
         }
     }
 }
@@ -336,6 +343,12 @@ impl Config {
                 self.shard_count()
             ));
         }
+        if !(1..=32_768).contains(&self.shards.ring_depth) {
+            return invalid(format!(
+                "shards.ringDepth must be between 1 and 32768 (the kernel's limit), not {}",
+                self.shards.ring_depth
+            ));
+        }
         if self.keepalive_interval == 0 || self.missed_keepalives == 0 {
             return invalid("keepaliveInterval and missedKeepalives must be positive".into());
         }
@@ -422,6 +435,9 @@ mod tests {
         assert!(err.contains("go together"), "{err}");
         let config: Config = toml::from_str("plaintext = true\n[rings]\nringBytes = 5000").unwrap();
         assert!(config.validate().is_err());
+        let config: Config = toml::from_str("plaintext = true\n[shards]\nringDepth = 0").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("shards.ringDepth"), "{err}");
     }
 
     #[test]

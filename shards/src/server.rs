@@ -167,6 +167,7 @@ pub fn start(config: Config, stop: Arc<AtomicBool>) -> Result<Running, StartErro
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .io_memory(plan.io_memory)
+            .ring_depth(config.shards.ring_depth)
             .spawn(move || tasks::run(setup))
             .map_err(|e| StartError::Shard {
                 index,
