@@ -148,11 +148,7 @@ fn sha256_hex(b: &[u8]) -> String {
 #[test]
 fn edge_bootstrap_flow_and_refusals() {
     let t = tempfile::tempdir().unwrap();
-    let (m, data, rings) = (
-        t.path().join("m"),
-        t.path().join("data"),
-        t.path().join("rings"),
-    );
+    let (m, data, rings) = support::dirs(t.path());
     support::example_manifests(&m);
     let cloud = support::Cloud::start(&m, &data, &rings, 1);
     let addr = cloud.certs.replace("0.0.0.0", "127.0.0.1");

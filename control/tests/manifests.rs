@@ -5,8 +5,7 @@
 mod support;
 
 use schema::records::{DeliveredObject, RingRecord};
-use schema::{Header, Message, Route};
-use support::{Cloud, Hub, downstream, example_manifests, key};
+use support::{Cloud, Hub, committed, dirs, downstream, example_manifests, key, upstream};
 
 fn row(node: &str, op: &str, obj: &str, rv: u64) -> (String, String, String, u64) {
     (node.into(), op.into(), obj.into(), rv)
@@ -19,11 +18,7 @@ fn count(records: &[(u16, RingRecord)], shards: u16, n: usize) -> bool {
 #[test]
 fn files_reach_the_right_shard_and_bad_input_stops_nothing() {
     let t = tempfile::tempdir().unwrap();
-    let (m, data, rings) = (
-        t.path().join("m"),
-        t.path().join("data"),
-        t.path().join("rings"),
-    );
+    let (m, data, rings) = dirs(t.path());
     example_manifests(&m);
     let cloud = Cloud::start(&m, &data, &rings, 2);
     // The hub opens the ring files after cloudcontrol made them.
@@ -112,40 +107,10 @@ fn files_reach_the_right_shard_and_bad_input_stops_nothing() {
     );
 }
 
-fn upstream(node: &str, seq: u64, resource: &str, content: &str) -> RingRecord {
-    RingRecord::Upstream {
-        node_id: node.into(),
-        message: Message {
-            header: Header {
-                seq,
-                ..Header::default()
-            },
-            route: Route {
-                source: "edged".into(),
-                group: "resource".into(),
-                operation: "update".into(),
-                resource: resource.into(),
-                ..Route::default()
-            },
-            content: content.as_bytes().to_vec(),
-        },
-    }
-}
-
-fn committed(records: &[(u16, RingRecord)], node: &str, seq: u64) -> bool {
-    records
-        .iter()
-        .any(|(_, r)| matches!(r, RingRecord::Committed { node_id, seq: s } if node_id == node && *s >= seq))
-}
-
 #[test]
 fn restart_resends_only_what_was_not_acknowledged() {
     let t = tempfile::tempdir().unwrap();
-    let (m, data, rings) = (
-        t.path().join("m"),
-        t.path().join("data"),
-        t.path().join("rings"),
-    );
+    let (m, data, rings) = dirs(t.path());
     example_manifests(&m);
     // One shard: records are handled in the order the test pushes them.
     let hub = Hub::open(&rings, 1);
@@ -178,6 +143,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
         &upstream(
             "edge-1",
             1,
+            "edged",
             "default/nodestatus/edge-1",
             r#"{"conditions":[]}"#,
         ),
@@ -216,6 +182,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
         &upstream(
             "edge-1",
             1,
+            "edged",
             "default/nodestatus/edge-1",
             r#"{"conditions":[]}"#,
         ),
@@ -275,11 +242,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
 #[test]
 fn ring_full_backs_off_and_delivers_everything_once_the_hub_reads() {
     let t = tempfile::tempdir().unwrap();
-    let (m, data, rings) = (
-        t.path().join("m"),
-        t.path().join("data"),
-        t.path().join("rings"),
-    );
+    let (m, data, rings) = dirs(t.path());
     std::fs::create_dir_all(&m).unwrap();
     // 300 ConfigMaps of 8 KiB on one node: 2.4 MB, more than the 1 MiB ring.
     let mut text = String::from(

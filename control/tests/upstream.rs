@@ -7,34 +7,7 @@ mod support;
 use std::process::Command;
 
 use schema::records::RingRecord;
-use schema::{Header, Message, Route};
-use support::{Cloud, Hub};
-
-fn upstream(node: &str, seq: u64, source: &str, resource: &str, content: &str) -> RingRecord {
-    RingRecord::Upstream {
-        node_id: node.into(),
-        message: Message {
-            header: Header {
-                seq,
-                ..Header::default()
-            },
-            route: Route {
-                source: source.into(),
-                group: if source == "twin" { "twin" } else { "resource" }.into(),
-                operation: "update".into(),
-                resource: resource.into(),
-                ..Route::default()
-            },
-            content: content.as_bytes().to_vec(),
-        },
-    }
-}
-
-fn committed(records: &[(u16, RingRecord)], node: &str, seq: u64) -> bool {
-    records
-        .iter()
-        .any(|(_, r)| matches!(r, RingRecord::Committed { node_id, seq: s } if node_id == node && *s == seq))
-}
+use support::{Cloud, Hub, committed, dirs, upstream};
 
 fn get(data: &std::path::Path, what: &str) -> Vec<Vec<String>> {
     let out = Command::new(env!("CARGO_BIN_EXE_cloudcontrol"))
@@ -57,11 +30,7 @@ fn get(data: &std::path::Path, what: &str) -> Vec<Vec<String>> {
 #[test]
 fn reports_become_status_and_are_committed() {
     let t = tempfile::tempdir().unwrap();
-    let (m, data, rings) = (
-        t.path().join("m"),
-        t.path().join("data"),
-        t.path().join("rings"),
-    );
+    let (m, data, rings) = dirs(t.path());
     support::example_manifests(&m);
     let shards = 2;
     let hub = Hub::open(&rings, shards);

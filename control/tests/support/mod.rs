@@ -213,3 +213,36 @@ pub fn example_manifests(dir: &Path) {
         std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
     }
 }
+
+/// The manifest, data and ring directories of a test under `root`.
+pub fn dirs(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (root.join("m"), root.join("data"), root.join("rings"))
+}
+
+/// An upstream message from `node`, as a shard passes it on.
+pub fn upstream(node: &str, seq: u64, source: &str, resource: &str, content: &str) -> RingRecord {
+    RingRecord::Upstream {
+        node_id: node.into(),
+        message: schema::Message {
+            header: schema::Header {
+                seq,
+                ..schema::Header::default()
+            },
+            route: schema::Route {
+                source: source.into(),
+                group: if source == "twin" { "twin" } else { "resource" }.into(),
+                operation: "update".into(),
+                resource: resource.into(),
+                ..schema::Route::default()
+            },
+            content: content.as_bytes().to_vec(),
+        },
+    }
+}
+
+/// Whether `records` hold a `Committed` for `node` at exactly `seq`.
+pub fn committed(records: &[(u16, RingRecord)], node: &str, seq: u64) -> bool {
+    records
+        .iter()
+        .any(|(_, r)| matches!(r, RingRecord::Committed { node_id, seq: s } if node_id == node && *s == seq))
+}
