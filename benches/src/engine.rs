@@ -38,6 +38,7 @@ impl EngineWorkload {
                 resume_seq: 0,
                 received_seq: 0,
                 capabilities: hub_core::protocol::CAPABILITIES,
+                store_id: 0,
             };
             encoder.hello(&hello, &mut bytes).expect("a Hello fits");
             hub.handle_connect(i as u64, Some(name), 0);

@@ -1,7 +1,9 @@
 //! The control side's durable state, in one LMDB environment under the data
 //! dir (`DATA/store`): delivery checkpoints (the last resourceVersion each
 //! node acknowledged for each object), the last upstream seq taken from each
-//! node, and the manifest mode's object versions and version counter.
+//! node, the identity of each node's store (a new one means the node lost
+//! everything, and its checkpoint is reset), and the manifest mode's object
+//! versions and version counter.
 //!
 //! LMDB rather than an atomically replaced file: checkpoints grow with nodes
 //! × objects, and a flush must write only what changed (a few pages), not
@@ -62,12 +64,14 @@ pub struct Store {
     env: Env,
     acked: Database<'static, Bytes, U64<BE>>,
     upstream: Database<'static, Str, U64<BE>>,
+    stores: Database<'static, Str, U64<BE>>,
     versions: Database<'static, Bytes, Bytes>,
     meta: Database<'static, Str, U64<BE>>,
     /// node → key → acknowledged version (`None`: the node no longer has it).
     dirty_acks: BTreeMap<String, BTreeMap<ObjectKey, Option<u64>>>,
     dirty_count: usize,
     dirty_upstream: BTreeMap<String, u64>,
+    dirty_stores: BTreeMap<String, u64>,
 }
 
 const COUNTER: &str = "manifest-counter";
@@ -88,14 +92,15 @@ impl Store {
                 .map_err(lmdb("open"))?
         };
         let wtxn = env.write_txn().map_err(lmdb("begin"))?;
-        let (acked, upstream, versions, meta) = env
+        let (acked, upstream, stores, versions, meta) = env
             .create_databases_and_commit(wtxn, |o, w| {
                 let acked = o.create_database(w, Some("acked"))?;
                 let upstream = o.create_database(w, Some("upstream"))?;
+                let stores = o.create_database(w, Some("stores"))?;
                 let versions = o.create_database(w, Some("versions"))?;
                 let meta = o.create_database(w, Some("meta"))?;
                 Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((
-                    acked, upstream, versions, meta,
+                    acked, upstream, stores, versions, meta,
                 )))
             })
             .map_err(lmdb("create databases"))?
@@ -105,12 +110,66 @@ impl Store {
             env,
             acked,
             upstream,
+            stores,
             versions,
             meta,
             dirty_acks: BTreeMap::new(),
             dirty_count: 0,
             dirty_upstream: BTreeMap::new(),
+            dirty_stores: BTreeMap::new(),
         })
+    }
+
+    /// The identity of `node`'s store, 0 when none is known.
+    pub fn store_id(&self, node: &str) -> Result<u64, StoreError> {
+        if let Some(id) = self.dirty_stores.get(node) {
+            return Ok(*id);
+        }
+        let rtxn = self.env.read_txn().map_err(lmdb("read"))?;
+        Ok(self
+            .stores
+            .get(&rtxn, node)
+            .map_err(lmdb("read store id"))?
+            .unwrap_or(0))
+    }
+
+    /// Records the identity of `node`'s store, first seen (durable at the
+    /// next flush).
+    pub fn set_store_id(&mut self, node: &str, id: u64) {
+        self.dirty_stores.insert(node.to_owned(), id);
+    }
+
+    /// `node` has a new store, `id`: it holds nothing and has sent nothing
+    /// upstream from it. Forgets its checkpoint and upstream seq and records
+    /// the new identity, durably before returning (rare: only after a node
+    /// lost its data).
+    pub fn reset_node(&mut self, node: &str, id: u64) -> Result<(), StoreError> {
+        if let Some(keys) = self.dirty_acks.remove(node) {
+            self.dirty_count -= keys.len();
+        }
+        self.dirty_upstream.remove(node);
+        self.dirty_stores.remove(node);
+        let mut wtxn = self.env.write_txn().map_err(lmdb("begin"))?;
+        let prefix = encode_parts(&[node]);
+        let keys: Vec<Vec<u8>> = self
+            .acked
+            .prefix_iter(&wtxn, &prefix)
+            .map_err(lmdb("scan checkpoints"))?
+            .map(|item| item.map(|(k, _)| k.to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(lmdb("scan checkpoints"))?;
+        for k in keys {
+            self.acked
+                .delete(&mut wtxn, &k)
+                .map_err(lmdb("reset checkpoint"))?;
+        }
+        self.upstream
+            .put(&mut wtxn, node, &0)
+            .map_err(lmdb("reset upstream seq"))?;
+        self.stores
+            .put(&mut wtxn, node, &id)
+            .map_err(lmdb("write store id"))?;
+        wtxn.commit().map_err(lmdb("commit"))
     }
 
     /// What `node` acknowledged: key → version, dirty entries included.
@@ -184,19 +243,28 @@ impl Store {
             .dirty_acks
             .keys()
             .chain(self.dirty_upstream.keys())
+            .chain(self.dirty_stores.keys())
             .collect();
         nodes.into_iter().cloned().collect()
     }
 
     /// Merges a checkpoint kept elsewhere (Kubernetes mode: the node's
     /// `NodeSync`, a copy that may lag) into this one: each version and the
-    /// upstream seq become the newer of the two. Durable at the next flush.
+    /// upstream seq become the newer of the two. A copy made of another
+    /// store of the node than the one known here is older, and ignored.
+    /// Durable at the next flush.
     pub fn import(
         &mut self,
         node: &str,
         objects: &BTreeMap<ObjectKey, u64>,
         upstream_seq: u64,
+        store_id: u64,
     ) -> Result<(), StoreError> {
+        match self.store_id(node)? {
+            0 if store_id != 0 => self.set_store_id(node, store_id),
+            known if known != store_id && store_id != 0 => return Ok(()),
+            _ => {}
+        }
         let have = self.acked(node)?;
         for (key, rv) in objects {
             if have.get(key).is_none_or(|h| h < rv) {
@@ -211,7 +279,7 @@ impl Store {
 
     /// Entries waiting for [`Store::flush`].
     pub fn dirty(&self) -> usize {
-        self.dirty_count + self.dirty_upstream.len()
+        self.dirty_count + self.dirty_upstream.len() + self.dirty_stores.len()
     }
 
     /// Commits every dirty entry in one durable transaction.
@@ -235,9 +303,15 @@ impl Store {
                 .put(&mut wtxn, node, seq)
                 .map_err(lmdb("write upstream seq"))?;
         }
+        for (node, id) in &self.dirty_stores {
+            self.stores
+                .put(&mut wtxn, node, id)
+                .map_err(lmdb("write store id"))?;
+        }
         wtxn.commit().map_err(lmdb("commit"))?;
         self.dirty_acks.clear();
         self.dirty_upstream.clear();
+        self.dirty_stores.clear();
         self.dirty_count = 0;
         Ok(())
     }
@@ -407,8 +481,8 @@ mod tests {
         s.set_upstream_seq("edge-1", 40);
         s.flush().unwrap();
         let copy = [(a.clone(), 7), (b.clone(), 3), (c.clone(), 1)].into();
-        s.import("edge-1", &copy, 30).unwrap();
-        s.import("edge-2", &[(a.clone(), 2)].into(), 8).unwrap();
+        s.import("edge-1", &copy, 30, 0).unwrap();
+        s.import("edge-2", &[(a.clone(), 2)].into(), 8, 0).unwrap();
         assert_eq!(s.dirty_nodes(), ["edge-1", "edge-2"]);
         s.flush().unwrap();
         let got = s.acked("edge-1").unwrap();
@@ -416,5 +490,35 @@ mod tests {
         assert_eq!(s.upstream_seq("edge-1").unwrap(), 40, "the newer seq stays");
         assert_eq!(s.acked("edge-2").unwrap()[&a], 2);
         assert_eq!(s.upstream_seq("edge-2").unwrap(), 8);
+    }
+
+    #[test]
+    fn a_new_store_resets_the_node_and_a_copy_of_another_store_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let a = key("pod", "d", "a");
+        s.set_store_id("edge-1", 5);
+        s.ack("edge-1", a.clone(), Some(5));
+        s.ack("edge-10", a.clone(), Some(6));
+        s.set_upstream_seq("edge-1", 40);
+        s.flush().unwrap();
+        s.ack("edge-1", key("pod", "d", "b"), Some(7));
+        s.reset_node("edge-1", 6).unwrap();
+        assert!(s.acked("edge-1").unwrap().is_empty());
+        assert_eq!(s.upstream_seq("edge-1").unwrap(), 0);
+        assert_eq!(s.store_id("edge-1").unwrap(), 6);
+        assert_eq!(
+            s.acked("edge-10").unwrap().len(),
+            1,
+            "another node keeps its own"
+        );
+        assert_eq!(s.dirty(), 0);
+        // A NodeSync copy made of the lost store changes nothing.
+        s.import("edge-1", &[(a.clone(), 5)].into(), 40, 5).unwrap();
+        assert_eq!(s.dirty(), 0);
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.store_id("edge-1").unwrap(), 6, "durable");
+        assert!(s.acked("edge-1").unwrap().is_empty());
     }
 }

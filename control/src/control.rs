@@ -57,6 +57,7 @@ pub enum StatusChange {
         node: String,
         objects: BTreeMap<String, u64>,
         upstream_seq: u64,
+        store_id: u64,
     },
 }
 
@@ -241,20 +242,11 @@ impl Control {
     pub fn handle_records(&mut self, records: Vec<RingRecord>) -> Result<(), StoreError> {
         for r in records {
             match r {
-                RingRecord::Connected { node_id, at_ms } => {
-                    tracing::info!(node = node_id, "connected");
-                    self.status_log(
-                        self.status
-                            .node_link(&node_id, true, "EdgeConnected", at_ms),
-                    );
-                    self.change(StatusChange::NodeLink {
-                        node: node_id.clone(),
-                        ready: true,
-                        reason: "EdgeConnected",
-                        at_ms,
-                    });
-                    self.sync_node(&node_id)?;
-                }
+                RingRecord::Connected {
+                    node_id,
+                    at_ms,
+                    store_id,
+                } => self.connected(&node_id, at_ms, store_id)?,
                 RingRecord::Disconnected {
                     node_id,
                     at_ms,
@@ -274,39 +266,26 @@ impl Control {
                         at_ms,
                     });
                 }
-                RingRecord::Delivered { node_id, objects } => self.delivered(&node_id, objects),
+                RingRecord::Delivered {
+                    node_id,
+                    store_id,
+                    objects,
+                } => {
+                    self.observe_store(&node_id, store_id)?;
+                    self.delivered(&node_id, objects);
+                }
                 RingRecord::ResyncNeeded { node_id } => {
                     tracing::warn!(node = node_id, "resync needed: sending a full snapshot");
-                    let shard = shard_of(&node_id, self.shards);
-                    self.out.push_back((
-                        shard,
-                        RingRecord::ResyncStarted {
-                            node_id: node_id.clone(),
-                        },
-                    ));
-                    let have = self.store.acked(&node_id)?;
-                    let empty = plan::NodeObjects::new();
-                    let want = self
-                        .assignment
-                        .nodes
-                        .get(&node_id)
-                        .unwrap_or(&empty)
-                        .clone();
-                    let desired = &self.desired;
-                    let mut actions = plan::diff(&want, &plan::NodeObjects::new(), |k, h| {
-                        plan::delete_version(desired, k, h)
-                    });
-                    actions.extend(have.iter().filter(|(k, _)| !want.contains_key(*k)).map(
-                        |(k, h)| Action::Delete {
-                            key: k.clone(),
-                            rv: plan::delete_version(desired, k, *h),
-                        },
-                    ));
-                    for a in actions {
-                        self.send(&node_id, a);
-                    }
+                    self.resync(&node_id)?;
                 }
-                RingRecord::Upstream { node_id, message } => self.upstream(&node_id, message)?,
+                RingRecord::Upstream {
+                    node_id,
+                    store_id,
+                    message,
+                } => {
+                    self.observe_store(&node_id, store_id)?;
+                    self.upstream(&node_id, message)?;
+                }
                 other => tracing::error!("unexpected record from a shard: {other:?}"),
             }
         }
@@ -314,9 +293,84 @@ impl Control {
             self.flush()?;
             for (node, seq) in std::mem::take(&mut self.commits) {
                 let shard = shard_of(&node, self.shards);
-                self.out
-                    .push_back((shard, RingRecord::Committed { node_id: node, seq }));
+                let store_id = self.store.store_id(&node)?;
+                let record = RingRecord::Committed {
+                    node_id: node,
+                    store_id,
+                    seq,
+                };
+                self.out.push_back((shard, record));
             }
+        }
+        Ok(())
+    }
+
+    /// `node` is connected with its store `store_id`: status, then what it
+    /// lacks (everything, if the store is new).
+    fn connected(&mut self, node: &str, at_ms: u64, store_id: u64) -> Result<(), StoreError> {
+        tracing::info!(node, "connected");
+        self.status_log(self.status.node_link(node, true, "EdgeConnected", at_ms));
+        self.change(StatusChange::NodeLink {
+            node: node.to_owned(),
+            ready: true,
+            reason: "EdgeConnected",
+            at_ms,
+        });
+        if !self.observe_store(node, store_id)? {
+            self.sync_node(node)?;
+        }
+        Ok(())
+    }
+
+    /// Notes the store `store_id` that a record of `node` came from. One
+    /// other than the store known for the node means the node lost all it
+    /// had (a wiped or replaced disk): its checkpoint and upstream seq are
+    /// forgotten and it gets a full snapshot. Returns whether that happened.
+    fn observe_store(&mut self, node: &str, store_id: u64) -> Result<bool, StoreError> {
+        let known = self.store.store_id(node)?;
+        if store_id == known || store_id == 0 {
+            return Ok(false);
+        }
+        if known == 0 {
+            self.store.set_store_id(node, store_id);
+            return Ok(false);
+        }
+        tracing::warn!(
+            node,
+            "the node has a new store (it lost its data): sending a full snapshot"
+        );
+        self.store.reset_node(node, store_id)?;
+        self.pending_deletes.remove(node);
+        self.commits.remove(node);
+        self.resync(node)?;
+        Ok(true)
+    }
+
+    /// Sends `node` a full snapshot of its objects, and deletes of what its
+    /// checkpoint says it holds beyond them.
+    fn resync(&mut self, node: &str) -> Result<(), StoreError> {
+        let shard = shard_of(node, self.shards);
+        let record = RingRecord::ResyncStarted {
+            node_id: node.to_owned(),
+        };
+        self.out.push_back((shard, record));
+        let have = self.store.acked(node)?;
+        let empty = plan::NodeObjects::new();
+        let want = self.assignment.nodes.get(node).unwrap_or(&empty).clone();
+        let desired = &self.desired;
+        let mut actions = plan::diff(&want, &plan::NodeObjects::new(), |k, h| {
+            plan::delete_version(desired, k, h)
+        });
+        actions.extend(
+            have.iter()
+                .filter(|(k, _)| !want.contains_key(*k))
+                .map(|(k, h)| Action::Delete {
+                    key: k.clone(),
+                    rv: plan::delete_version(desired, k, *h),
+                }),
+        );
+        for a in actions {
+            self.send(node, a);
         }
         Ok(())
     }
@@ -448,10 +502,12 @@ impl Control {
                 .map(|(k, rv)| (crate::kube::sync_key(k), *rv))
                 .collect();
             let upstream_seq = self.store.upstream_seq(&node)?;
+            let store_id = self.store.store_id(&node)?;
             self.change(StatusChange::Checkpoint {
                 node,
                 objects,
                 upstream_seq,
+                store_id,
             });
         }
         Ok(())
@@ -471,6 +527,7 @@ mod tests {
     fn delivered(node: &str, name: &str, rv: u64) -> RingRecord {
         RingRecord::Delivered {
             node_id: node.into(),
+            store_id: 0,
             objects: vec![DeliveredObject {
                 key: key("pod", "default", name),
                 resource_version: rv,
@@ -501,6 +558,7 @@ mod tests {
             node: node.into(),
             objects: objects.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             upstream_seq: 0,
+            store_id: 0,
         };
         assert_eq!(
             checkpoints(&mut c),

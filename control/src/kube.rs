@@ -153,6 +153,9 @@ pub struct NodeSyncSpec {
     pub objects: BTreeMap<String, u64>,
     #[serde(default)]
     pub upstream_seq: u64,
+    /// Identity of the node's store these entries belong to (0: unknown).
+    #[serde(default)]
+    pub store_id: u64,
 }
 
 /// The field manager of cloudcontrol's server-side applies.
@@ -170,12 +173,13 @@ pub async fn apply_checkpoint(
     node: &str,
     objects: &BTreeMap<String, u64>,
     upstream_seq: u64,
+    store_id: u64,
 ) -> Result<(), ::kube::Error> {
     let api: Api<NodeSync> = Api::all(client.clone());
     let obj = json!({
         "apiVersion": NodeSync::api_version(&()), "kind": NodeSync::kind(&()),
         "metadata": {"name": node},
-        "spec": {"objects": objects, "upstreamSeq": upstream_seq}});
+        "spec": {"objects": objects, "upstreamSeq": upstream_seq, "storeId": store_id}});
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(node, &pp, &Patch::Apply(&obj)).await.map(drop)
 }
@@ -186,6 +190,7 @@ pub struct LoadedCheckpoint {
     pub node: String,
     pub objects: BTreeMap<ObjectKey, u64>,
     pub upstream_seq: u64,
+    pub store_id: u64,
 }
 
 /// Every node's checkpoint from the API server (keys that do not read as
@@ -212,6 +217,7 @@ pub async fn load_checkpoints(client: &Client) -> Result<Vec<LoadedCheckpoint>, 
                 node,
                 objects,
                 upstream_seq: s.spec.upstream_seq,
+                store_id: s.spec.store_id,
             })
         })
         .collect())
@@ -325,6 +331,7 @@ pub async fn apply_change(
             node,
             objects,
             upstream_seq,
-        } => apply_checkpoint(client, node, objects, *upstream_seq).await,
+            store_id,
+        } => apply_checkpoint(client, node, objects, *upstream_seq, *store_id).await,
     }
 }

@@ -68,7 +68,7 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
             Ok(loaded) => {
                 for c in &loaded {
                     store
-                        .import(&c.node, &c.objects, c.upstream_seq)
+                        .import(&c.node, &c.objects, c.upstream_seq, c.store_id)
                         .map_err(|e| err("store")(&e))?;
                 }
                 store.flush().map_err(|e| err("store")(&e))?;

@@ -250,13 +250,13 @@ async fn checkpoints_are_applied_per_node_and_read_back() {
             body,
             json!({"apiVersion": "reliablesyncs.apiary.dev/v1alpha1", "kind": "NodeSync",
                 "metadata": {"name": "edge-1"},
-                "spec": {"objects": {"default/pod/web-1": 12}, "upstreamSeq": 7}})
+                "spec": {"objects": {"default/pod/web-1": 12}, "upstreamSeq": 7, "storeId": 9}})
         );
         let list = json!({"apiVersion": "reliablesyncs.apiary.dev/v1alpha1", "kind": "NodeSyncList",
             "metadata": {"resourceVersion": "5"}, "items": [
                 {"apiVersion": "reliablesyncs.apiary.dev/v1alpha1", "kind": "NodeSync",
                  "metadata": {"name": "edge-1"},
-                 "spec": {"objects": {"default/pod/web-1": 12, "not-a-key": 3}, "upstreamSeq": 7}}]});
+                 "spec": {"objects": {"default/pod/web-1": 12, "not-a-key": 3}, "upstreamSeq": 7, "storeId": 9}}]});
         expect(
             &mut h,
             Method::GET,
@@ -267,7 +267,7 @@ async fn checkpoints_are_applied_per_node_and_read_back() {
         .await;
     });
     let objects = [("default/pod/web-1".to_owned(), 12)].into();
-    control::kube::apply_checkpoint(&client, "edge-1", &objects, 7)
+    control::kube::apply_checkpoint(&client, "edge-1", &objects, 7, 9)
         .await
         .unwrap();
     let loaded = control::kube::load_checkpoints(&client).await.unwrap();
@@ -278,6 +278,7 @@ async fn checkpoints_are_applied_per_node_and_read_back() {
             node: "edge-1".into(),
             objects: [(control::plan::key("pod", "default", "web-1"), 12)].into(),
             upstream_seq: 7,
+            store_id: 9,
         }]
     );
 }

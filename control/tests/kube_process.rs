@@ -267,12 +267,14 @@ fn kube_mode_resumes_from_nodesync_follows_watches_and_writes_status_back() {
         &RingRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 1,
+            store_id: 0,
         },
     );
     hub.push(
         0,
         &RingRecord::Delivered {
             node_id: "edge-1".into(),
+            store_id: 0,
             objects: vec![
                 DeliveredObject {
                     key: key("node", "edge-1"),

@@ -133,6 +133,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
         0,
         &RingRecord::Delivered {
             node_id: "edge-1".into(),
+            store_id: 0,
             objects: edge1,
         },
     );
@@ -195,6 +196,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
         &RingRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 1,
+            store_id: 0,
         },
     );
     let again = downstream(&hub.take_until(|r| count(r, 1, 2)), 1);
@@ -213,6 +215,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
         0,
         &RingRecord::Delivered {
             node_id: "edge-1".into(),
+            store_id: 0,
             objects: acks,
         },
     );
@@ -221,6 +224,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
         &RingRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 2,
+            store_id: 0,
         },
     );
     // edge-2 connecting is handled after edge-1's: its records mark the end.
@@ -229,6 +233,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
         &RingRecord::Connected {
             node_id: "edge-2".into(),
             at_ms: 3,
+            store_id: 0,
         },
     );
     let last = downstream(&hub.take_until(|r| count(r, 1, 4)), 1);
@@ -267,4 +272,97 @@ fn ring_full_backs_off_and_delivers_everything_once_the_hub_reads() {
         "configmap/cm-299",
         all.iter().find(|r| r.2 == "configmap/cm-299").unwrap().3
     )));
+}
+
+/// `record` (an `Upstream`) as sent from the store `id`.
+fn from_store(mut record: RingRecord, id: u64) -> RingRecord {
+    if let RingRecord::Upstream { store_id, .. } = &mut record {
+        *store_id = id;
+    }
+    record
+}
+
+#[test]
+fn a_node_with_a_new_store_gets_everything_again_and_numbers_upstream_anew() {
+    let t = tempfile::tempdir().unwrap();
+    let (m, data, rings) = dirs(t.path());
+    example_manifests(&m);
+    let hub = Hub::open(&rings, 1);
+    let cloud = Cloud::start(&m, &data, &rings, 1);
+    let initial = downstream(&hub.take_all(), 1);
+    let edge1: Vec<_> = initial
+        .iter()
+        .filter(|r| r.0 == "edge-1")
+        .cloned()
+        .collect();
+    assert_eq!(edge1.len(), 6);
+    let acks: Vec<DeliveredObject> = edge1
+        .iter()
+        .map(|r| {
+            let (kind, name) = r.2.split_once('/').unwrap();
+            DeliveredObject {
+                key: key(kind, name),
+                resource_version: r.3,
+            }
+        })
+        .collect();
+    let status = |seq| {
+        let content = format!(r#"{{"conditions":[],"seq":{seq}}}"#);
+        upstream(
+            "edge-1",
+            seq,
+            "edged",
+            "default/nodestatus/edge-1",
+            &content,
+        )
+    };
+    hub.push(
+        0,
+        &RingRecord::Connected {
+            node_id: "edge-1".into(),
+            at_ms: 1,
+            store_id: 5,
+        },
+    );
+    hub.push(
+        0,
+        &RingRecord::Delivered {
+            node_id: "edge-1".into(),
+            store_id: 5,
+            objects: acks,
+        },
+    );
+    for seq in 1..=3 {
+        hub.push(0, &from_store(status(seq), 5));
+    }
+    hub.take_until(|r| committed(r, "edge-1", 3));
+
+    // The edge's disk is wiped and the hub restarted meanwhile: only the
+    // store identity tells. Everything is sent again, and the new store's
+    // upstream seq 1 is news, confirmed for that store.
+    hub.push(
+        0,
+        &RingRecord::Connected {
+            node_id: "edge-1".into(),
+            at_ms: 2,
+            store_id: 6,
+        },
+    );
+    hub.push(0, &from_store(status(1), 6));
+    let got = hub.take_until(|r| {
+        r.iter().any(|(_, r)| {
+            matches!(r, RingRecord::Committed { node_id, store_id: 6, seq: 1 } if node_id == "edge-1")
+        })
+    });
+    assert!(
+        got.iter().any(
+            |(_, r)| matches!(r, RingRecord::ResyncStarted { node_id } if node_id == "edge-1")
+        ),
+        "{got:?}"
+    );
+    let again = downstream(&got, 1);
+    let names: Vec<&str> = again.iter().map(|r| r.2.as_str()).collect();
+    let want: Vec<&str> = edge1.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(names, want, "the whole snapshot again");
+    assert!(cloud.log().contains("new store"), "{}", cloud.log());
 }

@@ -45,6 +45,7 @@ fn reports_become_status_and_are_committed() {
         &RingRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 1,
+            store_id: 0,
         },
     );
     hub.push(

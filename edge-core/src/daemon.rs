@@ -22,7 +22,7 @@ pub use crate::hooks::{ChangeHook, EdgeHooks, Upstream};
 use crate::join::{self, CertFiles};
 use crate::link::{Connection, Input};
 use crate::metaserver::{self, Watches};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, random_u64};
 
 /// Why the daemon stopped.
 #[derive(Debug, thiserror::Error)]
@@ -136,10 +136,17 @@ impl Daemon {
         let hub = &config.modules.edge_hub;
         let mut link_config = LinkConfig::new(config.modules.edged.hostname_override.clone());
         link_config.keepalive_interval_ms = hub.heartbeat.max(1) * 1000;
+        let store_id = shared.store.store_id()?;
+        link_config.store_id = store_id;
         let committed = shared.store.committed_seq()?;
         let mut link = Link::new(link_config, committed, random_u64(), 0);
         let pending = shared.store.outbox_pending()?;
-        tracing::info!(committed, outbox = pending.len(), "store opened");
+        tracing::info!(
+            committed,
+            outbox = pending.len(),
+            store_id = format_args!("{store_id:016x}"),
+            "store opened"
+        );
         for (seq, message) in pending {
             link.handle_outbox(seq, message);
         }
@@ -418,10 +425,4 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    u64::from_le_bytes(b)
 }

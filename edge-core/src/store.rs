@@ -12,7 +12,10 @@
 //! - `versions`: per key, the stored resourceVersion and whether the object
 //!   is deleted (top bit), so applying a message reads 8 bytes, not a record;
 //! - `meta`: counters: the link's committed downstream seq, the highest
-//!   upstream seq handed out, the highest resourceVersion stored.
+//!   upstream seq handed out, the highest resourceVersion stored; and the
+//!   store's identity, a random number chosen when the store is created and
+//!   sent to the cloud in `Hello`, so that a wiped or replaced store is
+//!   told from one that resumes (the cloud then sends everything again).
 //!
 //! Plain synchronous code: every `commit` is one LMDB write transaction,
 //! durable (fdatasync) when it returns.
@@ -36,6 +39,7 @@ const DEAD: u64 = 1 << 63;
 pub(crate) const META_DOWNSTREAM_SEQ: &str = "downstream_seq";
 pub(crate) const META_UPSTREAM_SEQ: &str = "upstream_seq";
 const META_MAX_RV: &str = "max_resource_version";
+const META_STORE_ID: &str = "store_id";
 
 /// Default LMDB map size: 256 MiB of address space (not memory).
 pub const DEFAULT_MAP_SIZE: usize = 256 << 20;
@@ -52,6 +56,13 @@ pub enum StoreError {
     Lmdb(#[from] heed::Error),
     #[error("stored record for {key} is unreadable: {detail}")]
     Corrupt { key: String, detail: String },
+}
+
+/// A random number from the system's generator (0 if it failed).
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    u64::from_le_bytes(b)
 }
 
 /// What one change did to an object, as a watch reports it.
@@ -136,14 +147,33 @@ impl Store {
         let CommitOrAbort::Commit((objects, tombstones, versions, outbox, meta)) = dbs else {
             unreachable!("the closure never aborts");
         };
-        Ok(Self {
+        let store = Self {
             env,
             objects,
             tombstones,
             versions,
             outbox,
             meta,
-        })
+        };
+        store.ensure_store_id()?;
+        Ok(store)
+    }
+
+    /// The store's identity: random, never 0, chosen when it was created.
+    pub fn store_id(&self) -> Result<u64, StoreError> {
+        self.meta_get(META_STORE_ID)
+    }
+
+    /// Gives a new store its identity; an existing one keeps its own.
+    fn ensure_store_id(&self) -> Result<(), StoreError> {
+        if self.store_id()? != 0 {
+            return Ok(());
+        }
+        let mut wtxn = self.env.write_txn()?;
+        self.meta
+            .put(&mut wtxn, META_STORE_ID, &(random_u64() | 1))?;
+        wtxn.commit()?;
+        Ok(())
     }
 
     /// The highest downstream seq committed (the link's resume point).

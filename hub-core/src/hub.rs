@@ -30,7 +30,7 @@ use schema::records::ObjectKey;
 use schema::{FrameDecoder, FrameEncoder, FrameView, Message, MessageRef};
 
 use crate::PROTOCOL_VERSION;
-use crate::node::{Delivered, NodeState};
+use crate::node::{Delivered, NodeState, Resume};
 use crate::protocol::{CAPABILITIES, Millis, Transmit};
 use crate::queue::PushOutcome;
 
@@ -89,8 +89,13 @@ impl Default for HubConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
-    /// A node completed its handshake on `conn`.
-    Connected { node: Arc<str>, conn: ConnId },
+    /// A node completed its handshake on `conn`; `store_id` is the
+    /// identity of its store from `Hello` (0: none).
+    Connected {
+        node: Arc<str>,
+        conn: ConnId,
+        store_id: u64,
+    },
     /// A connection ended; `reason` is `None` when the transport was lost
     /// without a `Close`. `node` is `None` before the handshake.
     Disconnected {
@@ -98,11 +103,18 @@ pub enum HubEvent {
         conn: ConnId,
         reason: Option<CloseReason>,
     },
-    /// A node sent a message upstream (duplicates already removed).
-    Upstream { node: Arc<str>, message: Message },
-    /// A node durably committed these object versions.
+    /// A node sent a message upstream (duplicates already removed), from
+    /// its store `store_id`.
+    Upstream {
+        node: Arc<str>,
+        store_id: u64,
+        message: Message,
+    },
+    /// A node durably committed these object versions in its store
+    /// `store_id`.
     Delivered {
         node: Arc<str>,
+        store_id: u64,
         objects: Vec<Delivered>,
     },
     /// A node's queue overflowed its budget, or the node lost data it had
@@ -194,6 +206,12 @@ impl Hub {
     /// Nodes with an open, handshaken connection.
     pub fn connected(&self) -> usize {
         self.connected
+    }
+
+    /// Whether `node` is connected now, and the identity of its store as
+    /// last said (0: unknown); `None` for a node the hub never heard of.
+    pub fn link_state(&self, node: &str) -> Option<(bool, u64)> {
+        self.nodes.get(node).map(|s| (s.conn.is_some(), s.store_id))
     }
 
     /// Messages queued and in flight for `node`.
@@ -322,11 +340,16 @@ impl Hub {
         }
     }
 
-    /// The control side took over `node`'s upstream messages up to `seq`.
-    pub fn handle_upstream_committed(&mut self, node: &str, seq: u64) {
+    /// The control side took over `node`'s upstream messages up to `seq`
+    /// from its store `store_id`. Ignored when the node's store is another
+    /// one by now: those numbers belonged to the store it lost.
+    pub fn handle_upstream_committed(&mut self, node: &str, store_id: u64, seq: u64) {
         let Some(state) = self.nodes.get_mut(node) else {
             return;
         };
+        if store_id != state.store_id {
+            return;
+        }
         state.upstream_committed = state.upstream_committed.max(seq.min(state.upstream_seq));
         if let Some(conn) = state.conn {
             self.mark_dirty(conn);
@@ -563,8 +586,7 @@ impl Hub {
                 Action::Hello {
                     node_id,
                     version,
-                    resume_seq,
-                    received_seq,
+                    resume,
                 },
                 None,
             ) => {
@@ -576,23 +598,23 @@ impl Hub {
                     let text = format!("protocol version {version} is not {PROTOCOL_VERSION}");
                     return self.close(conn, CloseReason::VersionMismatch, &text, 0);
                 }
-                self.open(conn, &node_id, (resume_seq, received_seq), now)
+                self.open(conn, &node_id, resume, now)
             }
             (Action::Batch(messages), Some(node)) => {
                 let Some(state) = self.nodes.get_mut(&node) else {
                     return true;
                 };
+                let store_id = state.store_id;
                 for message in messages {
                     let seq = message.header.seq;
-                    if seq == 0 || message.header.best_effort {
-                        self.events.push_back(HubEvent::Upstream {
-                            node: node.clone(),
-                            message,
-                        });
-                    } else if seq > state.upstream_seq {
+                    let fresh = seq == 0 || message.header.best_effort || seq > state.upstream_seq;
+                    if seq > state.upstream_seq && !message.header.best_effort {
                         state.upstream_seq = seq;
+                    }
+                    if fresh {
                         self.events.push_back(HubEvent::Upstream {
                             node: node.clone(),
+                            store_id,
                             message,
                         });
                     }
@@ -632,7 +654,7 @@ impl Hub {
     }
 
     /// Completes the handshake of `conn` for `node_id`.
-    fn open(&mut self, conn: ConnId, node_id: &str, resume: (u64, u64), now: Millis) -> bool {
+    fn open(&mut self, conn: ConnId, node_id: &str, resume: Resume, now: Millis) -> bool {
         let previous = self.nodes.get(node_id).and_then(|s| s.conn);
         if previous.is_none() && self.connected >= self.config.node_limit {
             let text = format!("node limit of {} reached", self.config.node_limit);
@@ -648,7 +670,7 @@ impl Hub {
         }
         let state = self.node_mut(node_id);
         let mut delivered = Vec::new();
-        let intact = state.resume(resume.0, resume.1, &mut delivered);
+        let intact = state.resume(resume, &mut delivered);
         state.conn = Some(conn);
         let node = state.id.clone();
         let welcome_resume = state.upstream_committed;
@@ -662,6 +684,7 @@ impl Hub {
         self.events.push_back(HubEvent::Connected {
             node: node.clone(),
             conn,
+            store_id: resume.store_id,
         });
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Open { node };
@@ -684,8 +707,10 @@ impl Hub {
 
     fn report_delivered(&mut self, node: &Arc<str>, objects: Vec<Delivered>) {
         if !objects.is_empty() {
+            let store_id = self.nodes.get(node).map_or(0, |s| s.store_id);
             self.events.push_back(HubEvent::Delivered {
                 node: node.clone(),
+                store_id,
                 objects,
             });
         }
@@ -749,8 +774,7 @@ enum Action {
     Hello {
         node_id: String,
         version: u16,
-        resume_seq: u64,
-        received_seq: u64,
+        resume: Resume,
     },
     Batch(Vec<Message>),
     Ack(u64),
@@ -768,8 +792,11 @@ impl Action {
             FrameView::Hello(h) => Self::Hello {
                 node_id: h.node_id().unwrap_or_default().to_owned(),
                 version: h.protocol_version(),
-                resume_seq: h.resume_seq(),
-                received_seq: h.received_seq(),
+                resume: Resume {
+                    seq: h.resume_seq(),
+                    received_seq: h.received_seq(),
+                    store_id: h.store_id(),
+                },
             },
             FrameView::Batch(_) => Self::Batch(
                 frame

@@ -12,7 +12,7 @@ use schema::records::ObjectKey;
 use schema::{FrameEncoder, Message};
 
 use crate::protocol::Millis;
-use crate::queue::{NodeQueue, PushOutcome};
+use crate::queue::{DELETE_OPERATION, NodeQueue, PushOutcome};
 
 /// A numbered message sent and not yet acknowledged.
 #[derive(Debug)]
@@ -20,6 +20,9 @@ struct InFlight {
     seq: u64,
     key: ObjectKey,
     message: Message,
+    /// When it was last sent: the oldest of these bounds the retransmit
+    /// deadline.
+    sent_at: Millis,
 }
 
 /// An object version the node durably committed.
@@ -28,6 +31,17 @@ pub struct Delivered {
     pub key: ObjectKey,
     pub resource_version: u64,
     pub seq: u64,
+}
+
+/// What a node's `Hello` says it holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// Highest downstream seq it committed.
+    pub(crate) seq: u64,
+    /// Highest downstream seq it received.
+    pub(crate) received_seq: u64,
+    /// Its store's identity (0: none).
+    pub(crate) store_id: u64,
 }
 
 /// The cloud's state for one node.
@@ -54,6 +68,9 @@ pub(crate) struct NodeState {
     pub(crate) upstream_acked: u64,
     /// Connection currently serving the node.
     pub(crate) conn: Option<u64>,
+    /// Identity of the node's store from its last `Hello`; 0 when unknown
+    /// (not seen since the hub started, or the node sends none).
+    pub(crate) store_id: u64,
 }
 
 /// Best-effort messages held per node at most; more are dropped.
@@ -74,6 +91,7 @@ impl NodeState {
             upstream_committed: 0,
             upstream_acked: 0,
             conn: None,
+            store_id: 0,
         }
     }
 
@@ -106,18 +124,30 @@ impl NodeState {
     /// (`resume_seq`), schedules the rest of the window to be sent again, and,
     /// when nothing is in flight, numbers new messages above everything the
     /// node has received (`received_seq`), so that a restarted hub never
-    /// reuses a number the node holds. Returns false when the node has lost
-    /// data it once acknowledged.
-    pub(crate) fn resume(
-        &mut self,
-        resume_seq: u64,
-        received_seq: u64,
-        delivered: &mut Vec<Delivered>,
-    ) -> bool {
-        let intact = resume_seq >= self.acked_seq;
-        self.release_through(resume_seq, delivered);
+    /// reuses a number the node holds.
+    ///
+    /// What the hub believes the node holds is only a cache of what the
+    /// node said: a resume point behind what it acknowledged, or a store
+    /// identity other than the one it had, resets it (the acknowledged
+    /// versions; for a new store also the upstream numbering, which the new
+    /// store starts again from 1). Returns false in either case: the node
+    /// lost data it once acknowledged and needs a full resync.
+    pub(crate) fn resume(&mut self, resume: Resume, delivered: &mut Vec<Delivered>) -> bool {
+        let new_store = self.store_id != 0 && resume.store_id != self.store_id;
+        let intact = resume.seq >= self.acked_seq && !new_store;
+        self.store_id = resume.store_id;
+        if new_store {
+            self.upstream_seq = 0;
+            self.upstream_committed = 0;
+            self.upstream_acked = 0;
+        }
+        if !intact {
+            self.queue.reset_acknowledged();
+            self.acked_seq = resume.seq;
+        }
+        self.release_through(resume.seq, delivered);
         if self.inflight.is_empty() {
-            self.next_seq = self.next_seq.max(resume_seq.max(received_seq) + 1);
+            self.next_seq = self.next_seq.max(resume.seq.max(resume.received_seq) + 1);
         }
         self.resend = !self.inflight.is_empty();
         self.best_effort.clear();
@@ -139,8 +169,13 @@ impl NodeState {
             if front.seq > seq {
                 break;
             }
-            // The queue recorded the version when it entered the window.
+            // The queue recorded the version when it entered the window;
+            // a delete the node committed leaves nothing to remember.
             if let Some(done) = self.inflight.pop_front() {
+                if done.message.route.operation == DELETE_OPERATION {
+                    self.queue
+                        .forget_at(&done.key, done.message.header.resource_version);
+                }
                 delivered.push(Delivered {
                     resource_version: done.message.header.resource_version,
                     key: done.key,
@@ -149,9 +184,7 @@ impl NodeState {
             }
         }
         self.acked_seq = self.acked_seq.max(seq);
-        if self.inflight.is_empty() {
-            self.retransmit_at = None;
-        }
+        self.retransmit_at = None;
     }
 
     /// Returns the memory of an empty queue and window to the allocator.
@@ -188,8 +221,9 @@ impl NodeState {
             batch.push(&m);
         }
         if std::mem::take(&mut self.resend) {
-            for f in &self.inflight {
+            for f in &mut self.inflight {
                 batch.push(&f.message);
+                f.sent_at = now;
             }
         }
         while self.inflight.len() < window {
@@ -205,14 +239,14 @@ impl NodeState {
                 seq: self.next_seq,
                 key,
                 message,
+                sent_at: now,
             });
             self.next_seq += 1;
         }
-        let sent = batch.finish();
-        if sent > 0 && !self.inflight.is_empty() {
-            self.retransmit_at = Some(now + rto);
-        }
-        sent
+        // The oldest unacknowledged message bounds the deadline: sending
+        // newer ones behind it never moves it later.
+        self.retransmit_at = self.inflight.front().map(|f| f.sent_at + rto);
+        batch.finish()
     }
 }
 

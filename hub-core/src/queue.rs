@@ -38,6 +38,20 @@ pub const DELETE_OPERATION: &str = "delete";
 /// `resource` already carries, which `payload_len` counts.
 pub const ENTRY_OVERHEAD: usize = 512;
 
+/// Bytes charged for each acknowledged version on top of its key's strings:
+/// an upper estimate of the map entry (key, version, hash table slack).
+pub const ACKED_OVERHEAD: usize = 96;
+
+const _: () = assert!(
+    size_of::<ObjectKey>() + size_of::<u64>() + 16 <= ACKED_OVERHEAD,
+    "ACKED_OVERHEAD no longer covers an acknowledged entry's fixed-size memory"
+);
+
+/// Bytes charged for the acknowledged version of `key`.
+fn acked_cost(key: &ObjectKey) -> usize {
+    ACKED_OVERHEAD + key.kind.len() + key.namespace.len() + key.name.len()
+}
+
 const _: () = assert!(
     size_of::<Pending>() + size_of::<ObjectKey>() + 16 + 2 * size_of::<Arc<ObjectKey>>() + 16
         <= ENTRY_OVERHEAD,
@@ -97,8 +111,13 @@ struct Pending {
 /// rather than going to the back, so an object updated faster than the link
 /// drains is still sent, with its newest version, when its turn comes.
 ///
-/// Acknowledged versions are kept per key (one small entry per object the
-/// node holds, outside the byte budget) until [`forget`](Self::forget).
+/// Acknowledged versions are kept per key, one small entry per object the
+/// node holds, charged to the byte budget ([`ACKED_OVERHEAD`] plus the
+/// key's strings). They are what the hub believes the node holds, a cache of
+/// what the node said: [`reset_acknowledged`](Self::reset_acknowledged)
+/// drops them when the node turns out to hold less, and an acknowledged
+/// delete is forgotten ([`forget_at`](Self::forget_at)) so the map is
+/// bounded by the node's live objects.
 ///
 /// Output is deterministic: the hash maps are only looked up, never iterated,
 /// so their random seed cannot change the order of anything popped.
@@ -112,6 +131,8 @@ pub struct NodeQueue {
     /// Keys with a pending message, each once, oldest first.
     order: VecDeque<Arc<ObjectKey>>,
     acked: HashMap<ObjectKey, u64>,
+    /// Bytes charged for `acked`, part of the budget.
+    acked_bytes: usize,
 }
 
 /// Whether a message of version `rv` is no newer than `known` under the rules
@@ -131,6 +152,7 @@ impl NodeQueue {
             pending: HashMap::default(),
             order: VecDeque::new(),
             acked: HashMap::default(),
+            acked_bytes: 0,
         }
     }
 
@@ -169,9 +191,12 @@ impl NodeQueue {
         let cost = Self::cost_of(&message);
         let freed = previous.map_or(0, |p| p.cost);
         let bytes = self.bytes.saturating_sub(freed).saturating_add(cost);
-        if bytes > self.budget {
+        if bytes + self.acked_bytes > self.budget {
             let released = self.pending.len();
             self.release_all();
+            // The snapshot that follows is sent whole: the memory of what
+            // the node holds is given back with the rest.
+            self.reset_acknowledged();
             self.needs_resync = true;
             return PushOutcome::Overflow { released };
         }
@@ -239,9 +264,7 @@ impl NodeQueue {
             match self.acked.get_mut(&key) {
                 Some(known) if is_stale(rv, entry.delete, *known) => continue,
                 Some(known) => *known = (*known).max(rv),
-                None if rv != 0 => {
-                    self.acked.insert(key.clone(), rv);
-                }
+                None if rv != 0 => self.insert_acked(key.clone(), rv),
                 None => {}
             }
             return Some((key, entry.message));
@@ -251,24 +274,48 @@ impl NodeQueue {
 
     /// Records that the node durably committed version `rv` of `key`; later
     /// messages for `key` must be newer to be queued. Version 0 records
-    /// nothing, and the recorded version never goes down.
+    /// nothing, and the recorded version never goes down. A new key that
+    /// would take the queue over its budget is not recorded: the map is a
+    /// cache, and the node itself refuses versions it already holds.
     pub fn acknowledged(&mut self, key: &ObjectKey, rv: u64) {
         if rv == 0 {
             return;
         }
+        let room = self.bytes() + acked_cost(key) <= self.budget;
         match self.acked.get_mut(key) {
             Some(known) => *known = (*known).max(rv),
-            None => {
-                self.acked.insert(key.clone(), rv);
-            }
+            None if room => self.insert_acked(key.clone(), rv),
+            None => {}
         }
     }
 
-    /// Drops the acknowledged version of `key`, typically once the node has
-    /// acknowledged its deletion, so the map stays as large as the node's
-    /// set of objects.
+    fn insert_acked(&mut self, key: ObjectKey, rv: u64) {
+        self.acked_bytes += acked_cost(&key);
+        self.acked.insert(key, rv);
+    }
+
+    /// Drops the acknowledged version of `key`.
     pub fn forget(&mut self, key: &ObjectKey) {
-        self.acked.remove(key);
+        if self.acked.remove(key).is_some() {
+            self.acked_bytes = self.acked_bytes.saturating_sub(acked_cost(key));
+        }
+    }
+
+    /// Drops the acknowledged version of `key` if it is still `rv`: the
+    /// node acknowledged the delete of version `rv`, so it holds nothing of
+    /// `key` any more (unless a newer version entered the window since).
+    pub fn forget_at(&mut self, key: &ObjectKey, rv: u64) {
+        if self.acked.get(key) == Some(&rv) {
+            self.forget(key);
+        }
+    }
+
+    /// Forgets every acknowledged version: the node holds less than it
+    /// said (it lost its store, or resumed behind what it acknowledged), so
+    /// whatever is pushed next is sent, however old.
+    pub fn reset_acknowledged(&mut self) {
+        self.acked = HashMap::default();
+        self.acked_bytes = 0;
     }
 
     /// Clears [`needs_resync`](Self::needs_resync) so pushes are accepted
@@ -297,9 +344,16 @@ impl NodeQueue {
         self.pending.is_empty()
     }
 
-    /// Bytes charged for the pending entries; never above the budget.
+    /// Bytes charged for the pending entries and the acknowledged versions;
+    /// never above the budget.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.acked_bytes
+    }
+
+    /// Acknowledged versions held (one per object the node is believed to
+    /// hold).
+    pub fn acknowledged_len(&self) -> usize {
+        self.acked.len()
     }
 
     /// The byte budget given to [`new`](Self::new).

@@ -3,12 +3,16 @@
 //! A seeded schedule creates, updates and deletes objects, writes upstream
 //! outbox entries, delays and splits byte streams (in order, never corrupted:
 //! TCP semantics), drops connections, restarts edges (which keep only what
-//! they committed) and restarts the hub (the control side then re-sends what
-//! its checkpoints do not cover). After the faults stop and the fleet settles,
+//! they committed), wipes edges' stores (an edge keeps its certificate and
+//! loses everything it committed, its outbox included, as after a reflash;
+//! its new store has a new identity) and restarts the hub (the control side
+//! then re-sends what its checkpoints do not cover). After the faults stop
+//! and the fleet settles,
 //! it checks that every node holds exactly the latest version of each of its
 //! objects and none deleted, that no node ever applied an older version after
 //! a newer one, and that every outbox entry reached the control side exactly
-//! once.
+//! once (every entry of the edge's current store: a wiped store's unsent
+//! entries are gone with the disk).
 //!
 //! Runs `SIM_SEEDS` seeds (default 300) from `SIM_FIRST_SEED` (default 1);
 //! `SIM_SEED=n` replays one seed exactly:
@@ -52,6 +56,9 @@ struct Plant {
     no_version_check: bool,
     /// A restarted edge resumes from what it received, not what it committed.
     resume_from_received: bool,
+    /// Edges send no store identity, and the control side keeps none: a
+    /// wiped store is taken for the old one.
+    no_store_identity: bool,
 }
 
 /// One direction of a connection: chunks in order, then maybe the end.
@@ -81,6 +88,8 @@ struct Edge {
     outbox: BTreeMap<u64, Message>,
     next_outbox_seq: u64,
     generation: u64,
+    /// Identity of the current store, new at every wipe.
+    store_id: u64,
 }
 
 /// The control side: desired state, checkpoints, upstream received.
@@ -93,6 +102,8 @@ struct Control {
     history: BTreeMap<(usize, String), Vec<(u64, bool)>>,
     next_rv: u64,
     upstream: Vec<Vec<u64>>,
+    /// Store identity last seen per node (durable, like the checkpoints).
+    store_ids: Vec<u64>,
 }
 
 struct World {
@@ -117,6 +128,7 @@ struct Stats {
     dropped: u64,
     edge_restarts: u64,
     hub_restarts: u64,
+    store_wipes: u64,
     applied: u64,
     upstream: u64,
 }
@@ -180,6 +192,7 @@ impl World {
             control: Control {
                 next_rv: 1,
                 upstream: vec![Vec::new(); nodes],
+                store_ids: vec![0; nodes],
                 ..Control::default()
             },
             violations: Vec::new(),
@@ -189,7 +202,8 @@ impl World {
         };
         for i in 0..nodes {
             let name = format!("edge-{i}");
-            let link = world.new_link(&name, 0, i as u64);
+            let store_id = world.new_store_id();
+            let link = world.new_link(&name, 0, i as u64, store_id);
             world.edges.push(Edge {
                 name,
                 link,
@@ -202,18 +216,28 @@ impl World {
                 outbox: BTreeMap::new(),
                 next_outbox_seq: 1,
                 generation: 0,
+                store_id,
             });
         }
         world
     }
 
-    fn new_link(&mut self, name: &str, committed: u64, salt: u64) -> Link {
+    fn new_store_id(&mut self) -> u64 {
+        if self.plant.no_store_identity {
+            0
+        } else {
+            self.rng.next() | 1
+        }
+    }
+
+    fn new_link(&mut self, name: &str, committed: u64, salt: u64, store_id: u64) -> Link {
         let mut config = LinkConfig::new(name);
         config.keepalive_interval_ms = 1_000;
         config.handshake_timeout_ms = 2_000;
         config.backoff.initial_ms = 50;
         config.backoff.max_ms = 2_000;
         config.qps = 0;
+        config.store_id = store_id;
         Link::new(config, committed, self.rng.next() ^ salt, self.now)
     }
 
@@ -239,6 +263,9 @@ impl World {
         }
         if self.rng.chance(4) {
             self.restart_edge(node);
+        }
+        if self.rng.chance(1) {
+            self.wipe_edge(node);
         }
         if self.rng.chance(1) {
             self.restart_hub();
@@ -362,7 +389,8 @@ impl World {
             self.edges[node].committed_seq
         };
         let name = self.edges[node].name.clone();
-        let link = self.new_link(&name, resume, node as u64);
+        let store_id = self.edges[node].store_id;
+        let link = self.new_link(&name, resume, node as u64, store_id);
         let edge = &mut self.edges[node];
         edge.link = link;
         edge.pending.clear();
@@ -372,6 +400,46 @@ impl World {
         for (&seq, message) in &edge.outbox {
             edge.link.handle_outbox(seq, message.clone());
         }
+    }
+
+    /// The edge comes back with its certificate and an empty store: nothing
+    /// committed, no outbox, a new store identity.
+    fn wipe_edge(&mut self, node: usize) {
+        self.stats.store_wipes += 1;
+        if let Some(id) = self.edges[node].conn {
+            self.kill_conn(id);
+        }
+        let store_id = self.new_store_id();
+        let name = self.edges[node].name.clone();
+        let link = self.new_link(&name, 0, node as u64, store_id);
+        let edge = &mut self.edges[node];
+        edge.link = link;
+        edge.store.clear();
+        edge.committed_seq = 0;
+        edge.pending.clear();
+        edge.received_seq = 0;
+        edge.outbox.clear();
+        edge.next_outbox_seq = 1;
+        edge.connecting_at = None;
+        edge.generation += 1;
+        edge.store_id = store_id;
+    }
+
+    /// The control side sees `store_id` for node `n`: a store other than
+    /// the one it knew lost everything, so what the node acknowledged and
+    /// sent upstream is forgotten and it gets a full snapshot.
+    fn observe_store(&mut self, n: usize, store_id: u64) {
+        if self.plant.no_store_identity || self.control.store_ids[n] == store_id {
+            return;
+        }
+        let known = std::mem::replace(&mut self.control.store_ids[n], store_id);
+        if known == 0 {
+            return;
+        }
+        self.control.checkpoint.retain(|(node, _), _| *node != n);
+        self.control.unflushed.retain(|((node, _), _)| *node != n);
+        self.control.upstream[n].clear();
+        self.resync(n);
     }
 
     fn restart_hub(&mut self) {
@@ -589,8 +657,13 @@ impl World {
 
     fn on_hub_event(&mut self, event: HubEvent) {
         match event {
-            HubEvent::Delivered { node, objects } => {
+            HubEvent::Delivered {
+                node,
+                store_id,
+                objects,
+            } => {
                 let n = node_index(&node);
+                self.observe_store(n, store_id);
                 for d in objects {
                     let resource = format!("{}/{}/{}", d.key.namespace, d.key.kind, d.key.name);
                     self.control
@@ -598,18 +671,26 @@ impl World {
                         .push(((n, resource), d.resource_version));
                 }
             }
-            HubEvent::Upstream { node, message } => {
+            HubEvent::Upstream {
+                node,
+                store_id,
+                message,
+            } => {
                 let n = node_index(&node);
+                self.observe_store(n, store_id);
                 let seq = message.header.seq;
                 let taken = &mut self.control.upstream[n];
                 if taken.last().is_none_or(|&last| seq > last) {
                     taken.push(seq);
                     self.stats.upstream += 1;
                 }
-                self.hub.handle_upstream_committed(&node, seq);
+                self.hub.handle_upstream_committed(&node, store_id, seq);
             }
             HubEvent::ResyncNeeded { node } => self.resync(node_index(&node)),
-            HubEvent::Connected { .. } | HubEvent::Disconnected { .. } => {}
+            HubEvent::Connected { node, store_id, .. } => {
+                self.observe_store(node_index(&node), store_id);
+            }
+            HubEvent::Disconnected { .. } => {}
         }
     }
 
@@ -798,6 +879,19 @@ fn planted_bug_without_version_check_is_found() {
     assert!(
         found.is_some(),
         "200 seeds never noticed an edge applying stale versions"
+    );
+}
+
+#[test]
+fn planted_bug_without_store_identity_is_found() {
+    let plant = Plant {
+        no_store_identity: true,
+        ..Plant::default()
+    };
+    let found = (1..=200).find(|&seed| !run(seed, plant).is_empty());
+    assert!(
+        found.is_some(),
+        "200 seeds never noticed a wiped store taken for the old one"
     );
 }
 

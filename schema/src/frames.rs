@@ -71,6 +71,8 @@ pub struct Hello<'a> {
     pub resume_seq: u64,
     pub capabilities: &'a [&'a str],
     pub received_seq: u64,
+    /// The edge store's identity (0: none); see `store_id` in `link.fbs`.
+    pub store_id: u64,
 }
 
 /// Fields of a `Welcome` frame.
@@ -164,6 +166,7 @@ impl FrameEncoder {
                 resume_seq: h.resume_seq,
                 capabilities: Some(caps),
                 received_seq: h.received_seq,
+                store_id: h.store_id,
             },
         );
         self.finish(fb::Payload::Hello, payload.as_union_value(), out)

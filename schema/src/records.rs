@@ -89,22 +89,42 @@ pub enum RingRecord {
         message: Message,
     },
     /// control → shard: the control side took over `node_id`'s upstream
-    /// messages up to `seq`, so the shard may acknowledge them to the edge.
-    Committed { node_id: String, seq: u64 },
+    /// messages up to `seq` from its store `store_id`, so the shard may
+    /// acknowledge them to the edge (unless the node's store is another one
+    /// by now).
+    Committed {
+        node_id: String,
+        store_id: u64,
+        seq: u64,
+    },
     /// control → shard: a full snapshot of `node_id`'s objects follows.
     ResyncStarted { node_id: String },
-    /// shard → control: `node_id` sent `message` (its `header.seq` numbers it).
-    Upstream { node_id: String, message: Message },
-    /// shard → control: `node_id` durably committed these object versions.
+    /// shard → control: `node_id` sent `message` (its `header.seq` numbers
+    /// it within the store `store_id`).
+    Upstream {
+        node_id: String,
+        store_id: u64,
+        message: Message,
+    },
+    /// shard → control: `node_id` durably committed these object versions
+    /// in its store `store_id`.
     Delivered {
         node_id: String,
+        store_id: u64,
         objects: Vec<DeliveredObject>,
     },
     /// shard → control: `node_id`'s queue overflowed or it lost committed
     /// data; send it a full snapshot.
     ResyncNeeded { node_id: String },
-    /// shard → control: `node_id` completed its handshake.
-    Connected { node_id: String, at_ms: u64 },
+    /// shard → control: `node_id` is connected (it completed a handshake)
+    /// with its store `store_id` (0: the edge sends none). A store
+    /// identity other than the one the control side knew means the node
+    /// lost everything it committed.
+    Connected {
+        node_id: String,
+        at_ms: u64,
+        store_id: u64,
+    },
     /// shard → control: `node_id`'s link closed with a `CloseReason` code
     /// (`u8::MAX` when the transport was lost without a `Close`).
     Disconnected {

@@ -113,6 +113,7 @@ fn valid_frames() -> Vec<Vec<u8>> {
             resume_seq: 42,
             capabilities: &["batch", "resume"],
             received_seq: 44,
+            store_id: 0x5eed,
         };
         e.hello(&h, o).unwrap()
     });

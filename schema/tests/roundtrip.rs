@@ -140,6 +140,7 @@ proptest! {
             resume_seq: seq,
             capabilities: &caps,
             received_seq: seq ^ 1,
+            store_id: seq ^ 2,
         };
         encoder.hello(&hello, &mut wire).unwrap();
         let welcome = Welcome {
@@ -161,9 +162,9 @@ proptest! {
         };
         let decoded = decode_in_pieces(&wire, &cuts, |frame| match frame {
             FrameView::Hello(h) => format!(
-                "hello {:?} {} {} {:?} {}",
+                "hello {:?} {} {} {:?} {} {}",
                 h.node_id().unwrap_or_default(), h.protocol_version(), h.resume_seq(), strings(h.capabilities()),
-                h.received_seq()
+                h.received_seq(), h.store_id()
             ),
             FrameView::Welcome(w) => format!(
                 "welcome {} {} {} {} {} {:?}",
@@ -178,7 +179,7 @@ proptest! {
             FrameView::Batch(_) => "batch".to_owned(),
         });
         let expected = vec![
-            format!("hello {node_id:?} {version} {seq} {caps:?} {}", seq ^ 1),
+            format!("hello {node_id:?} {version} {seq} {caps:?} {} {}", seq ^ 1, seq ^ 2),
             format!("welcome {version} {seq} {keepalive} {max_frame} {window} {caps:?}"),
             format!("ack {seq}"),
             format!("keepalive {seq}"),
@@ -215,12 +216,12 @@ proptest! {
 
         let record = match which {
             0 => RingRecord::Downstream { node_id: node_id.clone(), key: ObjectKey { kind: "pod".into(), namespace: node_id, name: "web".into() }, message },
-            1 => RingRecord::Upstream { node_id, message },
-            2 => RingRecord::Committed { node_id, seq },
-            3 => RingRecord::Connected { node_id, at_ms: created_ms },
+            1 => RingRecord::Upstream { node_id, store_id: created_ms, message },
+            2 => RingRecord::Committed { node_id, store_id: created_ms, seq },
+            3 => RingRecord::Connected { node_id, at_ms: created_ms, store_id: seq },
             4 => RingRecord::ResyncStarted { node_id },
             5 => RingRecord::ResyncNeeded { node_id },
-            6 => RingRecord::Delivered { node_id, objects: vec![DeliveredObject { key: ObjectKey::default(), resource_version: seq }] },
+            6 => RingRecord::Delivered { node_id, store_id: created_ms, objects: vec![DeliveredObject { key: ObjectKey::default(), resource_version: seq }] },
             _ => RingRecord::Disconnected { node_id, at_ms: created_ms, reason: 2 },
         };
         let bytes = records::to_bytes(&record);

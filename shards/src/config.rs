@@ -129,9 +129,11 @@ pub struct RingsConfig {
     /// Bytes of each ring (a power of two). Default 64 MiB.
     pub ring_bytes: usize,
     /// Upstream records held in memory while the ring to `cloudcontrol` is
-    /// full, bytes; past it, connect/disconnect/delivery reports are dropped
-    /// (counted) while upstream messages wait in the edges' outboxes.
-    /// Default 64 MiB.
+    /// full, bytes; past it, delivery reports are dropped (counted; the
+    /// control side sends those objects again, and they are refused as
+    /// already held), a node's link going up or down is remembered as state
+    /// and reported once there is room, and upstream messages wait in the
+    /// edges' outboxes. Default 64 MiB.
     pub backlog_bytes: usize,
 }
 

@@ -201,7 +201,7 @@ const SERIES: &[(&str, &str, &str, Field)] = &[
     (
         "apiary_ring_dropped_total",
         "counter",
-        "Reports dropped because the ring and the backlog were full.",
+        "Delivery reports dropped because the ring and the backlog were full.",
         |m| &m.ring_dropped,
     ),
 ];

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use hub_core::protocol::Millis;
 use hub_core::ring::RingError;
 use hub_core::{ConnId, Hub, HubConfig, HubEvent, shard_of};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use schema::records::{self, DeliveredObject, RingRecord};
 use shm::RingFile;
 
@@ -87,6 +87,12 @@ pub struct Shard {
     backlog: VecDeque<(Vec<u8>, Option<Instant>)>,
     backlog_bytes: usize,
     backlog_limit: usize,
+    /// Nodes whose link came up or went down while the backlog was over its
+    /// limit, oldest first, each once: their state as it is then is
+    /// reported once there is room. Bounded by the shard's nodes, so a
+    /// reconnect storm against a full ring loses no connection state.
+    links_due: VecDeque<Arc<str>>,
+    links_due_set: FxHashSet<Arc<str>>,
     pub metrics: Arc<[ShardMetrics]>,
     /// Longest a write to an edge may take (`writeTimeout`).
     pub write_timeout: std::time::Duration,
@@ -123,6 +129,8 @@ impl Shard {
             backlog: VecDeque::new(),
             backlog_bytes: 0,
             backlog_limit,
+            links_due: VecDeque::new(),
+            links_due_set: FxHashSet::default(),
             metrics,
             write_timeout: std::time::Duration::from_secs(30),
             start: Instant::now(),
@@ -312,9 +320,11 @@ impl Shard {
                     tracing::warn!(node = node_id, "downstream message refused: {e}");
                 }
             }
-            RingRecord::Committed { node_id, seq } => {
-                self.hub.handle_upstream_committed(&node_id, seq)
-            }
+            RingRecord::Committed {
+                node_id,
+                store_id,
+                seq,
+            } => self.hub.handle_upstream_committed(&node_id, store_id, seq),
             RingRecord::ResyncStarted { node_id } => self.hub.handle_resync_started(&node_id),
             _ => {}
         }
@@ -348,17 +358,22 @@ impl Shard {
     }
 
     fn report(&mut self, event: HubEvent) {
-        let m = &self.metrics[self.index];
+        let metrics = self.metrics.clone();
+        let m = &metrics[self.index];
         let at_ms = unix_ms();
         let mut read_at = None;
         let (record, essential) = match event {
-            HubEvent::Connected { node, .. } => {
+            HubEvent::Connected { node, store_id, .. } => {
                 ShardMetrics::add(&m.handshakes, 1);
+                if self.link_due(&node) {
+                    return;
+                }
                 let record = RingRecord::Connected {
                     node_id: node.to_string(),
                     at_ms,
+                    store_id,
                 };
-                (record, false)
+                (record, true)
             }
             HubEvent::Disconnected { node, reason, .. } => {
                 ShardMetrics::add(&m.closes[close_index(reason)], 1);
@@ -366,23 +381,35 @@ impl Shard {
                     ShardMetrics::add(&m.handshake_failures, 1);
                     return;
                 };
+                if self.link_due(&node) {
+                    return;
+                }
                 let record = RingRecord::Disconnected {
                     node_id: node.to_string(),
                     at_ms,
                     reason: reason.map_or(u8::MAX, |r| r.0),
                 };
-                (record, false)
+                (record, true)
             }
-            HubEvent::Upstream { node, message } => {
+            HubEvent::Upstream {
+                node,
+                store_id,
+                message,
+            } => {
                 ShardMetrics::add(&m.messages_in, 1);
                 read_at = self.read_at;
                 let record = RingRecord::Upstream {
                     node_id: node.to_string(),
+                    store_id,
                     message,
                 };
                 (record, true)
             }
-            HubEvent::Delivered { node, objects } => {
+            HubEvent::Delivered {
+                node,
+                store_id,
+                objects,
+            } => {
                 ShardMetrics::add(&m.messages_out, objects.len() as u64);
                 let objects = objects
                     .into_iter()
@@ -393,6 +420,7 @@ impl Shard {
                     .collect();
                 let record = RingRecord::Delivered {
                     node_id: node.to_string(),
+                    store_id,
                     objects,
                 };
                 (record, false)
@@ -414,9 +442,59 @@ impl Shard {
         self.backlog.push_back((bytes, read_at));
     }
 
+    /// Whether `node`'s link change is left for later: true when the
+    /// backlog is over its limit or an earlier change of `node` already
+    /// waits (its state is then reported as it is when there is room).
+    fn link_due(&mut self, node: &Arc<str>) -> bool {
+        if self.links_due_set.contains(node) {
+            return true;
+        }
+        if self.backlog_bytes < self.backlog_limit {
+            return false;
+        }
+        self.links_due_set.insert(node.clone());
+        self.links_due.push_back(node.clone());
+        true
+    }
+
+    /// Moves the link state of nodes whose change was left for later into
+    /// the backlog while it has room: connected with its store, or not.
+    fn report_links_due(&mut self) {
+        while self.backlog_bytes < self.backlog_limit
+            && let Some(node) = self.links_due.pop_front()
+        {
+            self.links_due_set.remove(&node);
+            let at_ms = unix_ms();
+            let record = match self.hub.link_state(&node) {
+                Some((true, store_id)) => RingRecord::Connected {
+                    node_id: node.to_string(),
+                    at_ms,
+                    store_id,
+                },
+                _ => RingRecord::Disconnected {
+                    node_id: node.to_string(),
+                    at_ms,
+                    reason: u8::MAX,
+                },
+            };
+            let bytes = records::to_bytes(&record).to_vec();
+            self.backlog_bytes += bytes.len();
+            self.backlog.push_back((bytes, None));
+        }
+    }
+
     /// Moves backlog records into the ring while it has room. Returns true
     /// when the backlog is empty.
     pub fn push_backlog(&mut self) -> bool {
+        self.push_ring();
+        if !self.links_due.is_empty() {
+            self.report_links_due();
+            self.push_ring();
+        }
+        self.backlog.is_empty() && self.links_due.is_empty()
+    }
+
+    fn push_ring(&mut self) {
         let mut now = None;
         while let Some((front, read_at)) = self.backlog.front() {
             match self.rings.push_and_wake(front) {
@@ -442,7 +520,6 @@ impl Shard {
         ShardMetrics::set(&m.ring_backlog, self.backlog_bytes as u64);
         set_used(&m.ring_up_used, self.rings.outbound().used());
         set_used(&m.ring_down_used, self.rings.inbound().used());
-        self.backlog.is_empty()
     }
 }
 

@@ -124,14 +124,18 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
     let mut upstream_of: BTreeMap<String, usize> = BTreeMap::new();
     for (shard, record) in &seen {
         let node = match record {
-            RingRecord::Upstream { node_id, message } => {
+            RingRecord::Upstream {
+                node_id, message, ..
+            } => {
                 assert_eq!(message.content, format!("status of {node_id}").as_bytes());
                 assert_eq!(message.header.seq, 1);
                 *upstream_of.entry(node_id.clone()).or_default() += 1;
                 node_id
             }
             RingRecord::Connected { node_id, .. } => node_id,
-            RingRecord::Delivered { node_id, objects } => {
+            RingRecord::Delivered {
+                node_id, objects, ..
+            } => {
                 assert_eq!(objects.len(), 1);
                 assert_eq!(objects[0].key.name, format!("cm-{node_id}"));
                 assert_eq!(objects[0].resource_version, 5);
@@ -158,6 +162,7 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
     for node in &nodes {
         let record = records::to_bytes(&RingRecord::Committed {
             node_id: node.clone(),
+            store_id: 0,
             seq: 1,
         });
         rings[hub.owner(node)].push_and_wake(&record).unwrap();
@@ -417,7 +422,10 @@ fn control_child() {
     // or while this one pushes.
     let mut take_upstream = |out: &mut std::io::Stdout| {
         for record in support::drain(&ring) {
-            if let RingRecord::Upstream { node_id, message } = record {
+            if let RingRecord::Upstream {
+                node_id, message, ..
+            } = record
+            {
                 upstream += 1;
                 writeln!(out, "upstream {node_id} {}", message.header.seq).unwrap();
             }
@@ -546,4 +554,56 @@ fn killing_the_control_side_loses_nothing() {
     let names = edge.object_names();
     let unique: BTreeSet<&String> = names.iter().collect();
     assert_eq!(unique.len(), names.len(), "an object arrived twice");
+}
+
+/// The last link state each node's records report, in ring order.
+fn link_states(seen: &[RingRecord]) -> BTreeMap<String, bool> {
+    let mut state = BTreeMap::new();
+    for r in seen {
+        match r {
+            RingRecord::Connected { node_id, .. } => state.insert(node_id.clone(), true),
+            RingRecord::Disconnected { node_id, .. } => state.insert(node_id.clone(), false),
+            _ => None,
+        };
+    }
+    state
+}
+
+#[test]
+fn a_reconnect_storm_against_a_full_ring_loses_no_connection_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // A ring of a few dozen records and a backlog of a few: nobody reads
+    // the ring while the fleet connects and drops five times over.
+    let hub = HubProcess::start_with_rings(dir.path(), Some(&pki), 1, (4096, 256), "");
+    let addr = hub.tls.unwrap();
+    let nodes = node_names(24);
+    for _ in 0..5 {
+        let mut edges: Vec<Edge> = nodes
+            .iter()
+            .map(|n| Edge::tls(addr, pki.client(n), n, 0))
+            .collect();
+        pump_all(&mut edges, "every link up", Edge::is_up);
+    }
+    let mut edges: Vec<Edge> = nodes
+        .iter()
+        .map(|n| Edge::tls(addr, pki.client(n), n, 0))
+        .collect();
+    pump_all(&mut edges, "every link up", Edge::is_up);
+    hub.wait_metrics("a backlog behind the full ring", |body| {
+        metric_value(body, "apiary_ring_backlog_bytes", Some(0)) > 0
+    });
+    // The control side comes back: in the end every node reads as
+    // connected, whatever was held back meanwhile.
+    let ring = shm::RingFile::open(&shm::ring_path(&hub.ring_dir, 0), 4096, shm::Role::Control);
+    let rings = [ring.unwrap()];
+    let mut seen = Vec::new();
+    collect_until(&rings, &mut seen, "every node connected", |seen| {
+        let states = link_states(seen);
+        nodes.iter().all(|n| states.get(n) == Some(&true))
+    });
+    for e in &mut edges {
+        e.pump();
+        assert!(e.is_up(), "{} stayed up", e.node);
+    }
 }

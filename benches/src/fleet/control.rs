@@ -72,7 +72,9 @@ fn run(
         while let Ok(true) = ring.pop_and_wake(&mut buf) {
             took += 1;
             match records::from_bytes::<RingRecord>(&buf) {
-                Ok(RingRecord::Upstream { node_id, message }) => {
+                Ok(RingRecord::Upstream {
+                    node_id, message, ..
+                }) => {
                     let seen = upstream_seen.entry(node_id.clone()).or_default();
                     if message.header.seq > *seen {
                         *seen = message.header.seq;
@@ -107,7 +109,12 @@ fn run(
         to_commit.dedup();
         for node in to_commit.drain(..) {
             let seq = upstream_seen[&node];
-            let record = records::to_bytes(&RingRecord::Committed { node_id: node, seq });
+            let record = records::to_bytes(&RingRecord::Committed {
+                node_id: node,
+                // fleetbench's edges send no store identity.
+                store_id: 0,
+                seq,
+            });
             while ring.push_and_wake(&record).is_err() {
                 ring.wait_outbound_room(record.len(), Duration::from_millis(5));
             }

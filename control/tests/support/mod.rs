@@ -223,6 +223,7 @@ pub fn dirs(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
 pub fn upstream(node: &str, seq: u64, source: &str, resource: &str, content: &str) -> RingRecord {
     RingRecord::Upstream {
         node_id: node.into(),
+        store_id: 0,
         message: schema::Message {
             header: schema::Header {
                 seq,
@@ -244,5 +245,5 @@ pub fn upstream(node: &str, seq: u64, source: &str, resource: &str, content: &st
 pub fn committed(records: &[(u16, RingRecord)], node: &str, seq: u64) -> bool {
     records
         .iter()
-        .any(|(_, r)| matches!(r, RingRecord::Committed { node_id, seq: s } if node_id == node && *s == seq))
+        .any(|(_, r)| matches!(r, RingRecord::Committed { node_id, seq: s, .. } if node_id == node && *s == seq))
 }

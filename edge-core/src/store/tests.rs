@@ -218,3 +218,27 @@ fn outbox_numbers_durably_and_forgets_what_was_acked() {
     assert_eq!(next.unwrap()[0].0, 6);
     assert_eq!(store.upstream_seq().unwrap(), 6);
 }
+
+#[test]
+fn a_store_keeps_its_identity_and_a_wiped_one_gets_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let first = Store::open(&path, DEFAULT_MAP_SIZE)
+        .unwrap()
+        .store_id()
+        .unwrap();
+    assert_ne!(first, 0);
+    // Reopened (the environment is opened once per process: the first
+    // handle went out of scope above).
+    let again = Store::open(&path, DEFAULT_MAP_SIZE)
+        .unwrap()
+        .store_id()
+        .unwrap();
+    assert_eq!(again, first, "a restart resumes the same store");
+    std::fs::remove_dir_all(&path).unwrap();
+    let wiped = Store::open(&path, DEFAULT_MAP_SIZE)
+        .unwrap()
+        .store_id()
+        .unwrap();
+    assert!(wiped != 0 && wiped != first, "{wiped:x} after {first:x}");
+}

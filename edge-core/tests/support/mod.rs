@@ -216,8 +216,12 @@ fn hub_thread(
                         *rv = (*rv).max(o.resource_version);
                     }
                 }
-                HubEvent::Upstream { node, message } => {
-                    hub.handle_upstream_committed(&node, message.header.seq);
+                HubEvent::Upstream {
+                    node,
+                    store_id,
+                    message,
+                } => {
+                    hub.handle_upstream_committed(&node, store_id, message.header.seq);
                     seen.lock().unwrap().upstream.push(message);
                 }
                 _ => {}

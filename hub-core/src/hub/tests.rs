@@ -26,6 +26,8 @@ struct Edge {
     conn: ConnId,
     encoder: FrameEncoder,
     decoder: FrameDecoder,
+    /// Sent in `Hello`.
+    store_id: u64,
 }
 
 impl Edge {
@@ -34,6 +36,7 @@ impl Edge {
             conn,
             encoder: FrameEncoder::default(),
             decoder: FrameDecoder::default(),
+            store_id: 0,
         }
     }
 
@@ -45,6 +48,7 @@ impl Edge {
             resume_seq,
             capabilities: CAPABILITIES,
             received_seq: resume_seq,
+            store_id: self.store_id,
         };
         self.encoder.hello(&hello, &mut out).unwrap();
         hub.handle_bytes(self.conn, &out, now);
@@ -190,7 +194,8 @@ fn handshake_welcomes_and_delivers_queued_objects_in_one_batch() {
     assert_eq!(batch[4].header.resource_version, 14);
     assert!(events(&mut hub).contains(&HubEvent::Connected {
         node: "edge-1".into(),
-        conn: 7
+        conn: 7,
+        store_id: 0,
     }));
 }
 
@@ -327,6 +332,147 @@ fn node_that_lost_acknowledged_data_needs_a_resync() {
     assert!(events(&mut hub).contains(&HubEvent::ResyncNeeded { node: "n".into() }));
 }
 
+fn numbered(mut m: Message, seq: u64) -> Message {
+    m.header.seq = seq;
+    m
+}
+
+/// The versions of the objects in the batches of `sent`.
+fn versions(sent: &[(ConnId, Vec<Got>, bool)]) -> Vec<(String, u64)> {
+    sent.iter()
+        .flat_map(|(_, got, _)| got)
+        .filter_map(|g| match g {
+            Got::Batch(b) => Some(b),
+            _ => None,
+        })
+        .flatten()
+        .map(|m| (m.route.resource.clone(), m.header.resource_version))
+        .collect()
+}
+
+#[test]
+fn node_that_lost_its_store_gets_the_snapshot_it_already_had_once() {
+    let mut hub = Hub::new(HubConfig::default());
+    let mut edge = connected(&mut hub, 1, "n", 0, 0);
+    let _ = hub.handle_downstream("n", key("a"), update("a", 3));
+    let _ = hub.handle_downstream("n", key("b"), update("b", 4));
+    drain(&mut hub, &mut [&mut edge], 0);
+    edge.ack(&mut hub, 2, 1);
+    hub.handle_disconnect(1);
+    events(&mut hub);
+    // Wiped: it comes back with nothing committed.
+    let mut edge = connected(&mut hub, 2, "n", 0, 2);
+    assert!(events(&mut hub).contains(&HubEvent::ResyncNeeded { node: "n".into() }));
+    hub.handle_resync_started("n");
+    for (name, rv) in [("a", 3), ("b", 4)] {
+        let outcome = hub.handle_downstream("n", key(name), update(name, rv));
+        assert_eq!(outcome, Ok(PushOutcome::Queued), "{name} is news again");
+    }
+    let sent = drain(&mut hub, &mut [&mut edge], 3);
+    assert_eq!(
+        versions(&sent),
+        [
+            ("default/configmap/a".into(), 3),
+            ("default/configmap/b".into(), 4)
+        ]
+    );
+}
+
+#[test]
+fn a_new_store_resets_both_directions_even_when_its_resume_point_looks_intact() {
+    let mut hub = Hub::new(HubConfig::default());
+    let mut edge = Edge::new(1);
+    edge.store_id = 11;
+    hub.handle_connect(1, Some("n"), 0);
+    edge.hello(&mut hub, "n", 0, 0);
+    drain(&mut hub, &mut [&mut edge], 0);
+    let _ = hub.handle_downstream("n", key("a"), update("a", 3));
+    drain(&mut hub, &mut [&mut edge], 1);
+    edge.send(&mut hub, &[numbered(update("s", 1), 1)], 1);
+    hub.handle_upstream_committed("n", 11, 1);
+    drain(&mut hub, &mut [&mut edge], 1);
+    hub.handle_disconnect(1);
+    events(&mut hub);
+    // Another store whose resume point (0, nothing acknowledged downstream
+    // yet) would pass for intact.
+    let mut edge = Edge::new(2);
+    edge.store_id = 12;
+    hub.handle_connect(2, Some("n"), 2);
+    edge.hello(&mut hub, "n", 0, 2);
+    let sent = drain(&mut hub, &mut [&mut edge], 2);
+    assert!(
+        matches!(sent[0].1[0], Got::Welcome { resume_seq: 0, .. }),
+        "upstream numbering starts again: {sent:?}"
+    );
+    let got = events(&mut hub);
+    assert!(
+        got.contains(&HubEvent::ResyncNeeded { node: "n".into() }),
+        "{got:?}"
+    );
+    assert!(got.contains(&HubEvent::Connected {
+        node: "n".into(),
+        conn: 2,
+        store_id: 12
+    }));
+    // The new store's first upstream message is not a duplicate, and a
+    // late commit meant for the old store acknowledges nothing.
+    edge.send(&mut hub, &[numbered(update("s", 1), 1)], 3);
+    let ups = events(&mut hub);
+    assert!(
+        matches!(&ups[..], [HubEvent::Upstream { store_id: 12, .. }]),
+        "{ups:?}"
+    );
+    hub.handle_upstream_committed("n", 11, 1);
+    assert!(
+        !drain(&mut hub, &mut [&mut edge], 3)
+            .iter()
+            .any(|(_, g, _)| g.contains(&Got::Ack(1)))
+    );
+    hub.handle_upstream_committed("n", 12, 1);
+    assert!(
+        drain(&mut hub, &mut [&mut edge], 3)
+            .iter()
+            .any(|(_, g, _)| g.contains(&Got::Ack(1)))
+    );
+}
+
+#[test]
+fn acknowledged_deletes_are_forgotten() {
+    let mut hub = Hub::new(HubConfig::default());
+    let mut edge = connected(&mut hub, 1, "n", 0, 0);
+    let mut delete = update("a", 5);
+    delete.route.operation = "delete".into();
+    let _ = hub.handle_downstream("n", key("a"), delete);
+    drain(&mut hub, &mut [&mut edge], 0);
+    edge.ack(&mut hub, 1, 1);
+    // Nothing of "a" is remembered: a re-created "a" of any version goes.
+    let outcome = hub.handle_downstream("n", key("a"), update("a", 2));
+    assert_eq!(outcome, Ok(PushOutcome::Queued));
+}
+
+#[test]
+fn the_oldest_unacknowledged_message_bounds_the_retransmit_deadline() {
+    let config = HubConfig {
+        retransmit_timeout_ms: 1_000,
+        ..HubConfig::default()
+    };
+    let mut hub = Hub::new(config);
+    let mut edge = connected(&mut hub, 1, "n", 0, 0);
+    let _ = hub.handle_downstream("n", key("a"), update("a", 3));
+    drain(&mut hub, &mut [&mut edge], 0);
+    // Newer messages keep flowing; the first is never acknowledged.
+    for t in [300, 600, 900] {
+        edge.keepalive(&mut hub, t);
+        let name = format!("m{t}");
+        let _ = hub.handle_downstream("n", key(&name), update(&name, 1));
+        drain(&mut hub, &mut [&mut edge], t);
+    }
+    assert_eq!(hub.poll_timeout(), Some(1_000));
+    hub.handle_timeout(1_000);
+    let sent = drain(&mut hub, &mut [&mut edge], 1_000);
+    assert_eq!(versions(&sent).len(), 4, "the whole window again: {sent:?}");
+}
+
 #[test]
 fn unacknowledged_window_is_sent_again_after_the_retransmit_timeout() {
     let config = HubConfig {
@@ -449,6 +595,7 @@ fn wrong_protocol_version_is_refused() {
         resume_seq: 0,
         capabilities: &[],
         received_seq: 0,
+        store_id: 0,
     };
     edge.encoder.hello(&hello, &mut out).unwrap();
     hub.handle_bytes(1, &out, 0);
@@ -624,7 +771,7 @@ fn upstream_is_deduplicated_and_acknowledged_once_committed() {
         drain(&mut hub, &mut [&mut edge], 1).is_empty(),
         "no ack before commit"
     );
-    hub.handle_upstream_committed("n", 3);
+    hub.handle_upstream_committed("n", 0, 3);
     let sent = drain(&mut hub, &mut [&mut edge], 2);
     assert_eq!(sent[0].1, [Got::Ack(3)]);
     // A reconnect is welcomed with the upstream resume point.
@@ -657,6 +804,7 @@ fn restarted_hub_numbers_above_what_the_node_received_but_not_committed() {
         resume_seq: 500,
         capabilities: CAPABILITIES,
         received_seq: 510,
+        store_id: 0,
     };
     edge.encoder.hello(&hello, &mut out).unwrap();
     hub.handle_bytes(1, &out, 0);

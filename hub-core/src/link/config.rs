@@ -31,6 +31,11 @@ pub struct LinkConfig {
     /// Largest frame accepted from the cloud, and sent before `Welcome`
     /// names the cloud's limit. Default 16 MiB.
     pub max_frame_bytes: u32,
+    /// Identity of the edge's store, sent in `Hello`: a random number the
+    /// store chose when it was created, so that the cloud can tell a store
+    /// that lost everything from one that resumes. 0 (the default) means
+    /// none.
+    pub store_id: u64,
 }
 
 impl LinkConfig {
@@ -45,6 +50,7 @@ impl LinkConfig {
             qps: DEFAULT_QPS,
             burst: DEFAULT_BURST,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            store_id: 0,
         }
     }
 }

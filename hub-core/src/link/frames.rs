@@ -78,6 +78,7 @@ impl Link {
             resume_seq: self.committed_seq,
             capabilities: CAPABILITIES,
             received_seq: self.highest_seen,
+            store_id: self.config.store_id,
         };
         if let Err(e) = self.encoder.hello(&hello, out) {
             self.close_locally(self.now, CloseReason::ProtocolError, e.to_string());

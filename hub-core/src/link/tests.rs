@@ -596,6 +596,7 @@ fn hello_or_second_welcome_from_the_cloud_is_a_protocol_error() {
         resume_seq: 0,
         capabilities: &[],
         received_seq: 0,
+        store_id: 0,
     };
     FrameEncoder::default().hello(&h, &mut hello).unwrap();
     for bytes in [hello, welcome(0, 1000, 16)] {

@@ -124,7 +124,8 @@ fn pop_discards_entries_acknowledged_while_pending() {
     let _ = q.push(key("b"), msg("b3", 3, "update"));
     q.acknowledged(&key("a"), 5);
     assert_eq!(drain(&mut q), ["b3"]);
-    assert_eq!((q.len(), q.bytes()), (0, 0));
+    // What is left is the memory of what the node holds.
+    assert_eq!((q.len(), q.bytes()), (0, acked_cost(&key("a"))));
 }
 
 #[test]
@@ -214,6 +215,8 @@ struct Model {
     acked: BTreeMap<u8, u64>,
     needs_resync: bool,
     bytes: usize,
+    /// Bytes charged for `acked` (keys with a version above 0).
+    acked_bytes: usize,
 }
 
 /// Whether `(rv, delete)` should win over the version `known`: written
@@ -250,12 +253,14 @@ fn step(q: &mut NodeQueue, model: &mut Model, i: usize, op: Op) -> Result<(), Te
                 prop_assert_eq!(outcome, PushOutcome::Overflow { released: 0 });
             } else if !wins(rv, delete, acked) || pending.is_some_and(|p| !wins(rv, delete, p.0)) {
                 prop_assert!(matches!(outcome, PushOutcome::Stale { .. }), "{outcome:?}");
-            } else if bytes > q.budget() {
+            } else if bytes + model.acked_bytes > q.budget() {
                 let released = model.pending.len();
                 prop_assert_eq!(outcome, PushOutcome::Overflow { released });
                 model.pending.clear();
                 model.order.clear();
                 model.bytes = 0;
+                model.acked.clear();
+                model.acked_bytes = 0;
                 model.needs_resync = true;
             } else {
                 model.bytes = bytes;
@@ -281,8 +286,15 @@ fn step(q: &mut NodeQueue, model: &mut Model, i: usize, op: Op) -> Result<(), Te
         }
         Op::Ack { key, rv } => {
             q.acknowledged(&name(key), rv);
-            let known = model.acked.entry(key).or_default();
-            *known = (*known).max(rv);
+            let cost = acked_cost(&name(key));
+            match model.acked.get_mut(&key) {
+                Some(known) => *known = (*known).max(rv),
+                None if rv > 0 && model.bytes + model.acked_bytes + cost <= q.budget() => {
+                    model.acked.insert(key, rv);
+                    model.acked_bytes += cost;
+                }
+                None => {}
+            }
         }
         Op::ResyncStarted => {
             q.resync_started();
@@ -290,7 +302,8 @@ fn step(q: &mut NodeQueue, model: &mut Model, i: usize, op: Op) -> Result<(), Te
         }
     }
     prop_assert!(q.bytes() <= q.budget());
-    prop_assert_eq!(q.bytes(), model.bytes);
+    prop_assert_eq!(q.bytes(), model.bytes + model.acked_bytes);
+    prop_assert_eq!(q.acknowledged_len(), model.acked.len());
     prop_assert_eq!(q.len(), model.pending.len());
     prop_assert_eq!(q.needs_resync(), model.needs_resync);
     Ok(())
@@ -331,5 +344,57 @@ fn popping_for_send_makes_older_versions_stale_and_skips_superseded_ones() {
     let (_, m) = q.pop_for_send().unwrap();
     assert_eq!(m.header.id, "a4");
     assert!(q.pop_for_send().is_none());
-    assert_eq!((q.len(), q.bytes()), (0, 0));
+    let remembered = acked_cost(&key("a")) + acked_cost(&key("b"));
+    assert_eq!((q.len(), q.bytes()), (0, remembered));
+}
+
+#[test]
+fn reset_forgets_what_the_node_held_so_a_snapshot_is_sent_whole() {
+    let mut q = NodeQueue::new(1 << 20);
+    let _ = q.push(key("a"), msg("a3", 3, "update"));
+    assert!(q.pop_for_send().is_some());
+    // The node lost its store: version 3 is news to it again.
+    assert!(matches!(
+        q.push(key("a"), msg("a3", 3, "update")),
+        PushOutcome::Stale { known: 3 }
+    ));
+    q.reset_acknowledged();
+    assert_eq!((q.acknowledged_len(), q.bytes()), (0, 0));
+    assert_eq!(
+        q.push(key("a"), msg("a3", 3, "update")),
+        PushOutcome::Queued
+    );
+}
+
+#[test]
+fn an_acknowledged_delete_is_forgotten_unless_a_newer_version_followed() {
+    let mut q = NodeQueue::new(1 << 20);
+    let _ = q.push(key("a"), msg("d4", 4, "delete"));
+    assert!(q.pop_for_send().is_some());
+    q.forget_at(&key("a"), 4);
+    assert_eq!((q.acknowledged_len(), q.bytes()), (0, 0));
+    let _ = q.push(key("b"), msg("d4", 4, "delete"));
+    assert!(q.pop_for_send().is_some());
+    let _ = q.push(key("b"), msg("b5", 5, "insert"));
+    assert!(q.pop_for_send().is_some());
+    q.forget_at(&key("b"), 4);
+    assert_eq!(q.acknowledged_len(), 1, "version 5 of b is still held");
+}
+
+#[test]
+fn what_the_node_holds_counts_in_the_budget() {
+    let cost = NodeQueue::cost_of(&msg("a1", 1, "update"));
+    let mut q = NodeQueue::new(cost + acked_cost(&key("k0")) * 3 - 1);
+    for i in 0..3 {
+        let _ = q.push(key(&format!("k{i}")), msg("a1", 1, "update"));
+        assert!(q.pop_for_send().is_some());
+    }
+    assert_eq!(q.acknowledged_len(), 3);
+    // Three remembered objects leave no room for a pending one.
+    assert!(matches!(
+        q.push(key("x"), msg("x1", 1, "update")),
+        PushOutcome::Overflow { .. }
+    ));
+    assert!(q.needs_resync());
+    assert_eq!((q.acknowledged_len(), q.bytes()), (0, 0), "all given back");
 }

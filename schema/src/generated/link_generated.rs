@@ -933,6 +933,7 @@ impl<'a> Hello<'a> {
   pub const VT_RESUME_SEQ: ::flatbuffers::VOffsetT = 8;
   pub const VT_CAPABILITIES: ::flatbuffers::VOffsetT = 10;
   pub const VT_RECEIVED_SEQ: ::flatbuffers::VOffsetT = 12;
+  pub const VT_STORE_ID: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -944,6 +945,7 @@ impl<'a> Hello<'a> {
     args: &'args HelloArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Hello<'bldr>> {
     let mut builder = HelloBuilder::new(_fbb);
+    builder.add_store_id(args.store_id);
     builder.add_received_seq(args.received_seq);
     builder.add_resume_seq(args.resume_seq);
     if let Some(x) = args.capabilities { builder.add_capabilities(x); }
@@ -993,6 +995,17 @@ impl<'a> Hello<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Hello::VT_RECEIVED_SEQ, Some(0)).unwrap()}
   }
+  /// Identity of the edge's store, chosen at random when the store was
+  /// created; 0 when the edge has none. A new identity tells the cloud that
+  /// the edge lost everything it committed (a wiped or replaced disk): what
+  /// the cloud believes the edge holds is reset, downstream and upstream.
+  #[inline]
+  pub fn store_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Hello::VT_STORE_ID, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Hello<'_> {
@@ -1006,6 +1019,7 @@ impl ::flatbuffers::Verifiable for Hello<'_> {
      .visit_field::<u64>("resume_seq", Self::VT_RESUME_SEQ, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("capabilities", Self::VT_CAPABILITIES, false)?
      .visit_field::<u64>("received_seq", Self::VT_RECEIVED_SEQ, false)?
+     .visit_field::<u64>("store_id", Self::VT_STORE_ID, false)?
      .finish();
     Ok(())
   }
@@ -1016,6 +1030,7 @@ pub struct HelloArgs<'a> {
     pub resume_seq: u64,
     pub capabilities: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub received_seq: u64,
+    pub store_id: u64,
 }
 impl<'a> Default for HelloArgs<'a> {
   #[inline]
@@ -1026,6 +1041,7 @@ impl<'a> Default for HelloArgs<'a> {
       resume_seq: 0,
       capabilities: None,
       received_seq: 0,
+      store_id: 0,
     }
   }
 }
@@ -1056,6 +1072,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HelloBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Hello::VT_RECEIVED_SEQ, received_seq, 0);
   }
   #[inline]
+  pub fn add_store_id(&mut self, store_id: u64) {
+    self.fbb_.push_slot::<u64>(Hello::VT_STORE_ID, store_id, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HelloBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HelloBuilder {
@@ -1078,6 +1098,7 @@ impl ::core::fmt::Debug for Hello<'_> {
       ds.field("resume_seq", &self.resume_seq());
       ds.field("capabilities", &self.capabilities());
       ds.field("received_seq", &self.received_seq());
+      ds.field("store_id", &self.store_id());
       ds.finish()
   }
 }

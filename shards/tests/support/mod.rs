@@ -126,10 +126,23 @@ impl HubProcess {
     /// `extra` appended to its configuration file (top-level keys first,
     /// then tables other than `[rings]`).
     pub fn start(dir: &Path, pki: Option<&Pki>, shards: usize, extra: &str) -> Self {
+        Self::start_with_rings(dir, pki, shards, (RING_BYTES, RING_BYTES), extra)
+    }
+
+    /// As [`start`](Self::start), with rings of `rings.0` bytes and a
+    /// backlog of `rings.1` bytes.
+    pub fn start_with_rings(
+        dir: &Path,
+        pki: Option<&Pki>,
+        shards: usize,
+        rings: (usize, usize),
+        extra: &str,
+    ) -> Self {
         let ring_dir = dir.join("rings");
+        let (ring_bytes, backlog_bytes) = rings;
         let mut toml = format!(
             "port = 0\nhandshakeTimeout = 2\nshutdownGrace = 2\n\
-             rings = {{ ringBytes = {RING_BYTES}, backlogBytes = {RING_BYTES} }}\n"
+             rings = {{ ringBytes = {ring_bytes}, backlogBytes = {backlog_bytes} }}\n"
         );
         match pki {
             Some(pki) => toml.push_str(&format!(
