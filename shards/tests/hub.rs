@@ -407,7 +407,12 @@ fn control_child() {
     let node = std::env::var("APIARY_TEST_NODE").unwrap();
     let first: u64 = std::env::var("APIARY_TEST_FIRST").unwrap().parse().unwrap();
     let count: u64 = std::env::var("APIARY_TEST_COUNT").unwrap().parse().unwrap();
-    let ring = shm::RingFile::open(path.as_ref(), support::RING_BYTES, shm::Role::Control).unwrap();
+    let ring = shm::RingFile::open(
+        path.as_ref(),
+        shm::RingSize::Configured(support::RING_BYTES),
+        shm::Role::Control,
+    )
+    .unwrap();
     let expect_upstream = std::env::var("APIARY_TEST_EXPECT_UPSTREAM").is_ok();
     let mut out = std::io::stdout();
     // The test harness's "test control_child ... " has no newline yet.

@@ -245,7 +245,7 @@ impl HubProcess {
     pub fn control(&self, shard: usize) -> shm::RingFile {
         shm::RingFile::open(
             &shm::ring_path(&self.ring_dir, shard),
-            RING_BYTES,
+            shm::RingSize::Configured(RING_BYTES),
             shm::Role::Control,
         )
         .unwrap()
