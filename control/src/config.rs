@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
+use shm::RingSize;
 
 /// `cloudcontrol`: Apiary's cloud controllers.
 #[derive(Debug, Parser)]
@@ -58,6 +59,9 @@ pub struct RunArgs {
     pub ring_dir: Option<PathBuf>,
     #[arg(long)]
     pub shards: Option<u16>,
+    /// Bytes of each ring (a power of two). Unset, the size of existing
+    /// ring files is adopted and new ones get 64 MiB; set, an existing file
+    /// of another size is an error.
     #[arg(long)]
     pub ring_bytes: Option<usize>,
     #[arg(long)]
@@ -89,8 +93,11 @@ pub struct ControlConfig {
     pub ring_dir: PathBuf,
     /// Shards (ring files); 0 = one per online CPU, like cloudhub. Default 0.
     pub shards: u16,
-    /// Bytes of each ring; must equal cloudhub's `ringBytes`. Default 64 MiB.
-    pub ring_bytes: usize,
+    /// Bytes of each ring, for ring files this process creates; a file that
+    /// exists (made by cloudhub, or an earlier run) keeps its size, and one
+    /// of another size than a size set here is an error. Default: unset, so
+    /// an existing file's size is adopted and a new one gets 64 MiB.
+    pub ring_bytes: Option<usize>,
     /// Address of the certificate bootstrap endpoint. Default
     /// `0.0.0.0:10002`.
     pub cert_address: String,
@@ -114,7 +121,7 @@ impl Default for ControlConfig {
             status_dir: None,
             ring_dir: PathBuf::from("/dev/shm/apiary"),
             shards: 0,
-            ring_bytes: 64 << 20,
+            ring_bytes: None,
             cert_address: "0.0.0.0:10002".into(),
             advertise_address: vec!["127.0.0.1".into(), "localhost".into()],
             edge_cert_validity_days: 365,
@@ -147,7 +154,7 @@ impl ControlConfig {
             c.shards = v;
         }
         if let Some(v) = args.ring_bytes {
-            c.ring_bytes = v;
+            c.ring_bytes = Some(v);
         }
         if let Some(v) = &args.cert_address {
             c.cert_address = v.clone();
@@ -169,6 +176,11 @@ impl ControlConfig {
             return Err("pollIntervalMs must be at least 1".into());
         }
         Ok(c)
+    }
+
+    /// The size the ring files are opened with: explicit when configured.
+    pub fn ring_size(&self) -> RingSize {
+        RingSize::from_setting(self.ring_bytes, shm::DEFAULT_RING_BYTES)
     }
 
     /// The status directory in effect.
@@ -201,9 +213,16 @@ mod tests {
         let c = ControlConfig::from_args(&args).unwrap();
         assert_eq!(
             (c.shards, c.ring_bytes, c.data_dir.clone()),
-            (5, 1024, PathBuf::from("/d"))
+            (5, Some(1024), PathBuf::from("/d"))
         );
         assert_eq!(c.status_dir(), PathBuf::from("/d/status"));
+        assert_eq!(c.ring_size(), RingSize::Configured(1024));
+        let c = ControlConfig::from_args(&RunArgs::default()).unwrap();
+        assert_eq!(
+            c.ring_size(),
+            RingSize::Default(shm::DEFAULT_RING_BYTES),
+            "unset: adopted from existing files"
+        );
         std::fs::write(&f, "nope = 1\n").unwrap();
         assert!(
             ControlConfig::from_args(&args)

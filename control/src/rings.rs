@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 use schema::records::{self, RingRecord};
-use shm::{Cursor, RingError, RingFile, Role, Waiter};
+use shm::{Cursor, RingError, RingFile, RingSize, Role, Waiter};
 
 /// Why the rings could not be opened or read.
 #[derive(Debug, thiserror::Error)]
@@ -29,15 +29,19 @@ pub struct Rings {
 }
 
 impl Rings {
-    /// Opens (creating) `dir/shard-N.ring` for `shards` shards.
-    pub fn open(dir: &Path, shards: u16, ring_bytes: usize) -> Result<Rings, RingsError> {
+    /// Opens (creating) `dir/shard-N.ring` for `shards` shards; files that
+    /// exist keep their ring size (see [`RingFile::open`]), which is logged.
+    pub fn open(dir: &Path, shards: u16, size: RingSize) -> Result<Rings, RingsError> {
         std::fs::create_dir_all(dir).map_err(|source| RingsError::Dir {
             dir: dir.display().to_string(),
             source,
         })?;
         let files = (0..usize::from(shards))
-            .map(|i| RingFile::open(&shm::ring_path(dir, i), ring_bytes, Role::Control))
+            .map(|i| RingFile::open(&shm::ring_path(dir, i), size, Role::Control))
             .collect::<Result<Vec<_>, _>>()?;
+        for file in &files {
+            log_opened(file);
+        }
         Ok(Rings {
             pending: vec![VecDeque::new(); files.len()],
             files,
@@ -122,5 +126,16 @@ impl Rings {
         self.files[shard]
             .release_and_wake(cursor)
             .map_err(|source| RingsError::Ring { shard, source })
+    }
+}
+
+/// Says whether `file`'s ring size was chosen here or adopted from the file.
+fn log_opened(file: &RingFile) {
+    let path = file.path().display();
+    let ring_bytes = file.ring_bytes();
+    if file.adopted() {
+        tracing::info!(%path, ring_bytes, "ring file exists: adopted its ring size");
+    } else {
+        tracing::info!(%path, ring_bytes, "ring file created");
     }
 }

@@ -83,7 +83,7 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
     let mut versions = Versions::load(&store).map_err(|e| err("store")(&e))?;
     let status = StatusDir::new(&cfg.status_dir());
     let mut rings =
-        Rings::open(&cfg.ring_dir, cfg.shards, cfg.ring_bytes).map_err(|e| err("rings")(&e))?;
+        Rings::open(&cfg.ring_dir, cfg.shards, cfg.ring_size()).map_err(|e| err("rings")(&e))?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.cert_address)
         .await

@@ -23,6 +23,10 @@
 //! data area, the producer writes a pad header (`len = u32::MAX`) and starts
 //! again at offset 0.
 //!
+//! The first [`GEOMETRY_BYTES`] record the ring's geometry: a process that
+//! attaches to a ring another one made reads its capacity there
+//! ([`recorded_capacity`]) instead of trusting its own copy of the size.
+//!
 //! # Consuming in two phases
 //!
 //! [`Ring::read`] copies a record out without releasing it and returns a
@@ -85,6 +89,9 @@ const MAGIC: u64 = u64::from_le_bytes(*b"APRING01");
 const VERSION: u32 = 1;
 /// Bytes before the data area.
 pub const HEADER_BYTES: usize = 256;
+/// Bytes at the start of the header that record the ring's geometry:
+/// magic, version and capacity.
+pub const GEOMETRY_BYTES: usize = 24;
 const TAIL: usize = 64;
 const HEAD: usize = 128;
 const PRODUCER_SEQ: usize = 192;
@@ -132,6 +139,33 @@ impl fmt::Display for RingError {
 }
 
 impl std::error::Error for RingError {}
+
+/// The data capacity recorded in the first [`GEOMETRY_BYTES`] of a ring's
+/// header (read from a file, say, before it is mapped): `Ok(None)` when no
+/// ring was initialised there yet (magic 0), [`RingError::Mismatch`] for
+/// another magic or version, or a capacity no ring can have.
+pub fn recorded_capacity(header: &[u8; GEOMETRY_BYTES]) -> Result<Option<u64>, RingError> {
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&header[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let (magic, version, capacity) = (word(0), word(8), word(16));
+    if magic == 0 {
+        return Ok(None);
+    }
+    if magic != MAGIC {
+        return Err(RingError::Mismatch {
+            detail: format!("magic {magic:#018x}"),
+        });
+    }
+    if version != u64::from(VERSION) || capacity < 64 || !capacity.is_power_of_two() {
+        return Err(RingError::Mismatch {
+            detail: format!("version {version}, capacity {capacity}"),
+        });
+    }
+    Ok(Some(capacity))
+}
 
 /// The ring position just past a record the consumer has read: pass it to
 /// [`Ring::read`] to read the record after it, or to [`Ring::release`] to

@@ -126,8 +126,12 @@ pub struct RingsConfig {
     /// Directory of the ring files, one `shard-N.ring` per shard.
     /// Default `/dev/shm/apiary`.
     pub dir: PathBuf,
-    /// Bytes of each ring (a power of two). Default 64 MiB.
-    pub ring_bytes: usize,
+    /// Bytes of each ring (a power of two), for ring files this process
+    /// creates; a file that exists (made by cloudcontrol, or an earlier run)
+    /// keeps its size, and one of another size than a size set here is an
+    /// error. Default: unset, so an existing file's size is adopted and a
+    /// new one gets 64 MiB.
+    pub ring_bytes: Option<usize>,
     /// Upstream records held in memory while the ring to `cloudcontrol` is
     /// full, bytes; past it, delivery reports are dropped (counted; the
     /// control side sends those objects again, and they are refused as
@@ -203,7 +207,7 @@ impl Default for RingsConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("/dev/shm/apiary"),
-            ring_bytes: 64 << 20,
+            ring_bytes: None,
             backlog_bytes: 64 << 20,
         }
     }
@@ -239,6 +243,10 @@ pub struct Flags {
     /// Directory of the ring files.
     #[arg(long)]
     pub ring_dir: Option<PathBuf>,
+    /// Bytes of each ring (`rings.ringBytes`); unset, existing ring files'
+    /// size is adopted.
+    #[arg(long)]
+    pub ring_bytes: Option<usize>,
     /// CA that signs edge certificates (`tlsCAFile`).
     #[arg(long = "tls-ca-file")]
     pub tls_ca_file: Option<PathBuf>,
@@ -278,6 +286,9 @@ impl Config {
         }
         if let Some(dir) = &flags.ring_dir {
             config.rings.dir = dir.clone();
+        }
+        if let Some(bytes) = flags.ring_bytes {
+            config.rings.ring_bytes = Some(bytes);
         }
         if let Some(path) = &flags.tls_ca_file {
             config.tls_ca_file = Some(path.clone());
@@ -326,10 +337,11 @@ impl Config {
                 "no listener: set tlsCAFile, tlsCertFile and tlsPrivateKeyFile, or enable the benchmark-only plaintext listener".into(),
             );
         }
-        if !self.rings.ring_bytes.is_power_of_two() || self.rings.ring_bytes < 4096 {
+        if let Some(bytes) = self.rings.ring_bytes
+            && (!bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes))
+        {
             return invalid(format!(
-                "rings.ringBytes must be a power of two of at least 4096, not {}",
-                self.rings.ring_bytes
+                "rings.ringBytes must be a power of two between 4096 and 1 GiB, not {bytes}"
             ));
         }
         if self.shard_count() > 4096 {
@@ -391,6 +403,11 @@ impl Config {
             max_batch_bytes: self.links.max_batch_bytes,
             queue_budget_bytes: self.links.queue_budget_bytes,
         }
+    }
+
+    /// The size the ring files are opened with: explicit when configured.
+    pub fn ring_size(&self) -> shm::RingSize {
+        shm::RingSize::from_setting(self.rings.ring_bytes, shm::DEFAULT_RING_BYTES)
     }
 
     pub fn handshake_timeout(&self) -> Duration {
@@ -455,5 +472,16 @@ mod tests {
         };
         let config = Config::load(&flags).unwrap();
         assert_eq!((config.port, config.shard_count()), (2, 3));
+        assert_eq!(
+            config.ring_size(),
+            shm::RingSize::Default(shm::DEFAULT_RING_BYTES),
+            "unset: adopted from existing files"
+        );
+        let flags = Flags {
+            ring_bytes: Some(1 << 20),
+            ..flags
+        };
+        let config = Config::load(&flags).unwrap();
+        assert_eq!(config.ring_size(), shm::RingSize::Configured(1 << 20));
     }
 }

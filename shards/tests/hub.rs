@@ -412,7 +412,12 @@ fn control_child() {
     let node = std::env::var("APIARY_TEST_NODE").unwrap();
     let first: u64 = std::env::var("APIARY_TEST_FIRST").unwrap().parse().unwrap();
     let count: u64 = std::env::var("APIARY_TEST_COUNT").unwrap().parse().unwrap();
-    let ring = shm::RingFile::open(path.as_ref(), support::RING_BYTES, shm::Role::Control).unwrap();
+    let ring = shm::RingFile::open(
+        path.as_ref(),
+        shm::RingSize::Configured(support::RING_BYTES),
+        shm::Role::Control,
+    )
+    .unwrap();
     let expect_upstream = std::env::var("APIARY_TEST_EXPECT_UPSTREAM").is_ok();
     let mut out = std::io::stdout();
     // The test harness's "test control_child ... " has no newline yet.
@@ -595,8 +600,7 @@ fn a_reconnect_storm_against_a_full_ring_loses_no_connection_state() {
     });
     // The control side comes back: in the end every node reads as
     // connected, whatever was held back meanwhile.
-    let ring = shm::RingFile::open(&shm::ring_path(&hub.ring_dir, 0), 4096, shm::Role::Control);
-    let rings = [ring.unwrap()];
+    let rings = [hub.control(0)];
     let mut seen = Vec::new();
     collect_until(&rings, &mut seen, "every node connected", |seen| {
         let states = link_states(seen);

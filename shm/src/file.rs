@@ -2,10 +2,12 @@
 //!
 //! The file holds the "down" ring (control → shard) then the "up" ring
 //! (shard → control), each [`HEADER_BYTES`] of header and a power of two of
-//! data. Whichever process comes first creates and sizes it; both may start
-//! at once: sizing and ring initialisation happen under an exclusive `flock`
-//! on the file, and a file of any length other than 0 or the expected one is
-//! refused, never truncated.
+//! data. Whichever process comes first creates and sizes it, and the rings'
+//! headers record that size; the other process adopts it unless its size was
+//! configured explicitly and differs, which is an error naming both. Both
+//! may start at once: sizing and ring initialisation happen under an
+//! exclusive `flock` on the file, and a file whose length does not match its
+//! recorded size is refused, never truncated.
 
 // `Ring::new` takes a raw pointer into the mapping and cannot check that it
 // stays valid; this module owns the mapping and keeps it alive for as long as
@@ -14,16 +16,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use hub_core::ring::{Cursor, HEADER_BYTES, Ring, RingError};
+use hub_core::ring::{self, Cursor, GEOMETRY_BYTES, HEADER_BYTES, Ring, RingError};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::wait::{Waiter, wake};
-use crate::{Occupancy, Role};
+use crate::{Occupancy, RingSize, Role};
 
 /// Why [`RingFile::open`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +47,11 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
-    /// The file exists with another length: made for another ring size, or
-    /// not a ring file.
+    /// The file's length does not match the ring size its header records
+    /// (or, for a file whose rings were never initialised, is no length two
+    /// rings can have): not a ring file, or a damaged one.
     #[error(
-        "{}: {len} bytes, expected {expected} for two rings of {ring_bytes} bytes; it was made for another ring size or is not a ring file: delete it once both cloudcontrol and this shard's cloudhub are stopped",
+        "{}: {len} bytes, expected {expected} for two rings of {ring_bytes} bytes; it is not a ring file or is damaged: delete it once both cloudcontrol and this shard's cloudhub are stopped",
         path.display()
     )]
     WrongSize {
@@ -58,8 +61,24 @@ pub enum OpenError {
         len: u64,
         /// The length two rings of `ring_bytes` take.
         expected: u64,
-        /// The ring size asked for.
+        /// The ring size the file records.
         ring_bytes: usize,
+    },
+    /// The file holds rings of another size than the one configured
+    /// explicitly for this process.
+    #[error(
+        "{}: the file holds rings of {file_bytes} bytes, made by the process that started first, but {process} is configured for {configured_bytes}; the size is set by cloudhub's `rings.ringBytes` (config file) or `--ring-bytes`, and by cloudcontrol's `ringBytes` (config file) or `--ring-bytes`: configure the same size in both, or leave it unset in one so that it adopts the file's, or delete the file once both are stopped",
+        path.display()
+    )]
+    SizeConflict {
+        /// The ring file.
+        path: PathBuf,
+        /// The ring size the file records.
+        file_bytes: usize,
+        /// The ring size configured for this process.
+        configured_bytes: usize,
+        /// This process: "cloudhub" or "cloudcontrol".
+        process: &'static str,
     },
     /// The file has the right length but one half holds no ring of this
     /// version and size, or a corrupt one.
@@ -94,6 +113,8 @@ const MAX_RING_BYTES: usize = 1 << 30;
 pub struct RingFile {
     path: PathBuf,
     role: Role,
+    /// The file existed: its ring size was adopted, not chosen.
+    adopted: bool,
     inbound: Ring,
     outbound: Ring,
     /// Holds the mapping the rings point into.
@@ -103,14 +124,17 @@ pub struct RingFile {
 impl RingFile {
     /// Opens the ring file at `path` as `role`, creating it (mode 0600, the
     /// rings carry Secrets) if it does not exist, with two rings of
-    /// `ring_bytes` data bytes each (a power of two, at least 64). Safe
-    /// against the other process creating or opening it at the same moment.
-    pub fn open(path: &Path, ring_bytes: usize, role: Role) -> Result<RingFile, OpenError> {
-        if !ring_bytes.is_power_of_two() || !(64..=MAX_RING_BYTES).contains(&ring_bytes) {
-            return Err(OpenError::BadRingSize { ring_bytes });
+    /// `size.bytes()` data bytes each (a power of two, at least 64). An
+    /// existing file keeps the size its header records: adopted for a
+    /// [`RingSize::Default`], refused as [`OpenError::SizeConflict`] for a
+    /// [`RingSize::Configured`] of another size ([`RingFile::adopted`] says
+    /// which happened). Safe against the other process creating or opening
+    /// it at the same moment.
+    pub fn open(path: &Path, size: RingSize, role: Role) -> Result<RingFile, OpenError> {
+        let wanted = size.bytes();
+        if !usable(wanted as u64) {
+            return Err(OpenError::BadRingSize { ring_bytes: wanted });
         }
-        let half = HEADER_BYTES + ring_bytes;
-        let expected = 2 * half as u64;
         let io_error = |action| {
             move |source| OpenError::Io {
                 path: path.to_owned(),
@@ -130,20 +154,8 @@ impl RingFile {
         // mapping keeps the open file, and with it the lock, alive): sizing
         // and ring initialisation happen once, whoever comes first.
         file.lock().map_err(io_error("lock"))?;
-        let len = file
-            .metadata()
-            .map_err(io_error("read the length of"))?
-            .len();
-        if len == 0 {
-            file.set_len(expected).map_err(io_error("size"))?;
-        } else if len != expected {
-            return Err(OpenError::WrongSize {
-                path: path.to_owned(),
-                len,
-                expected,
-                ring_bytes,
-            });
-        }
+        let (ring_bytes, adopted) = settle_size(&file, path, size, role)?;
+        let half = HEADER_BYTES + ring_bytes;
         let map = map(&file, half).map_err(io_error("map"))?;
         let base = NonNull::new(map.as_mut_ptr()).expect("a mapping is never at address 0");
         let not_a_ring = |half| {
@@ -174,6 +186,7 @@ impl RingFile {
         Ok(RingFile {
             path: path.to_owned(),
             role,
+            adopted,
             inbound,
             outbound,
             waiter,
@@ -188,6 +201,18 @@ impl RingFile {
     /// The role the file was opened as.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Data bytes of each of the two rings: the size this process created
+    /// the file with, or the one it adopted.
+    pub fn ring_bytes(&self) -> usize {
+        self.inbound.capacity() as usize
+    }
+
+    /// Whether the file existed (made by the other process, or by an earlier
+    /// run) and its ring size was adopted rather than chosen here.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// The ring this process consumes ("up" for control, "down" for a
@@ -258,6 +283,96 @@ impl RingFile {
             wake(signals.consumer_word());
         }
     }
+}
+
+/// Under the file's lock: sizes an empty file for `size`, or reads the ring
+/// size an existing one records and holds it against a configured `size`.
+/// Returns the ring size and whether it was adopted from the file.
+fn settle_size(
+    file: &File,
+    path: &Path,
+    size: RingSize,
+    role: Role,
+) -> Result<(usize, bool), OpenError> {
+    let io_error = |action| {
+        move |source| OpenError::Io {
+            path: path.to_owned(),
+            action,
+            source,
+        }
+    };
+    let two_rings = |ring_bytes| 2 * (HEADER_BYTES + ring_bytes) as u64;
+    let len = file
+        .metadata()
+        .map_err(io_error("read the length of"))?
+        .len();
+    if len == 0 {
+        file.set_len(two_rings(size.bytes()))
+            .map_err(io_error("size"))?;
+        return Ok((size.bytes(), false));
+    }
+    let recorded = recorded_ring_bytes(file, path, len, size.bytes())?;
+    if let RingSize::Configured(configured) = size
+        && configured != recorded
+    {
+        return Err(OpenError::SizeConflict {
+            path: path.to_owned(),
+            file_bytes: recorded,
+            configured_bytes: configured,
+            process: role.process(),
+        });
+    }
+    if len != two_rings(recorded) {
+        return Err(OpenError::WrongSize {
+            path: path.to_owned(),
+            len,
+            expected: two_rings(recorded),
+            ring_bytes: recorded,
+        });
+    }
+    Ok((recorded, true))
+}
+
+/// The ring size an existing file of `len` bytes records: the capacity in
+/// its "down" ring's header or, when its creator died before initialising
+/// the rings (header still zero), the size its length implies.
+fn recorded_ring_bytes(
+    file: &File,
+    path: &Path,
+    len: u64,
+    wanted: usize,
+) -> Result<usize, OpenError> {
+    let mut header = [0u8; GEOMETRY_BYTES];
+    if len >= GEOMETRY_BYTES as u64 {
+        file.read_exact_at(&mut header, 0)
+            .map_err(|source| OpenError::Io {
+                path: path.to_owned(),
+                action: "read the header of",
+                source,
+            })?;
+    }
+    let recorded = ring::recorded_capacity(&header).map_err(|source| OpenError::NotARing {
+        path: path.to_owned(),
+        half: "down",
+        source,
+    })?;
+    let bytes = recorded.unwrap_or_else(|| (len / 2).saturating_sub(HEADER_BYTES as u64));
+    if usable(bytes) {
+        return Ok(bytes as usize);
+    }
+    // No size two rings can have: report it against the size asked for.
+    let ring_bytes = recorded.map_or(wanted, |b| b as usize);
+    Err(OpenError::WrongSize {
+        path: path.to_owned(),
+        len,
+        expected: 2 * (HEADER_BYTES + ring_bytes) as u64,
+        ring_bytes,
+    })
+}
+
+/// Whether `ring_bytes` is a ring size this crate maps.
+fn usable(ring_bytes: u64) -> bool {
+    ring_bytes.is_power_of_two() && (64..=MAX_RING_BYTES as u64).contains(&ring_bytes)
 }
 
 /// Maps both halves of `file` shared, read-write.

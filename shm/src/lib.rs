@@ -21,6 +21,10 @@ pub use file::{OpenError, RingFile};
 pub use hub_core::ring::{Cursor, Ring, RingError};
 pub use wait::Waiter;
 
+/// The ring size a file is created with when the process that creates it
+/// has none configured: 64 MiB.
+pub const DEFAULT_RING_BYTES: usize = 64 << 20;
+
 /// Which process opens the file, which decides the ring it produces into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -29,6 +33,43 @@ pub enum Role {
     Shard,
     /// cloudcontrol: produces into "down", consumes "up".
     Control,
+}
+
+impl Role {
+    /// The process that opens the file in this role, for messages.
+    pub fn process(self) -> &'static str {
+        match self {
+            Role::Shard => "cloudhub",
+            Role::Control => "cloudcontrol",
+        }
+    }
+}
+
+/// The ring size a process opens a ring file with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingSize {
+    /// Set explicitly (a flag or the config file): a new file gets this
+    /// size, an existing file of another size is refused
+    /// ([`OpenError::SizeConflict`]).
+    Configured(usize),
+    /// A default: a new file gets this size, an existing file's size is
+    /// adopted.
+    Default(usize),
+}
+
+impl RingSize {
+    /// `Configured(bytes)` when `configured` holds a size, else
+    /// `Default(default)`.
+    pub fn from_setting(configured: Option<usize>, default: usize) -> RingSize {
+        configured.map_or(RingSize::Default(default), RingSize::Configured)
+    }
+
+    /// The size a new file gets.
+    pub fn bytes(self) -> usize {
+        match self {
+            RingSize::Configured(bytes) | RingSize::Default(bytes) => bytes,
+        }
+    }
 }
 
 /// How full both rings of a file are, for metrics. `used` counts bytes

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use shm::{RingError, RingFile, Role, Waiter, ring_path};
+use shm::{RingError, RingFile, RingSize, Role, Waiter, ring_path};
 
 const LONG: Duration = Duration::from_secs(10);
 /// Far below `LONG`: a wake-up arrived, the timeout did not end the wait.
@@ -22,8 +22,8 @@ const _: () = {
 fn pair() -> (tempfile::TempDir, RingFile, RingFile) {
     let dir = tempfile::tempdir().unwrap();
     let path = ring_path(dir.path(), 0);
-    let control = RingFile::open(&path, 256, Role::Control).unwrap();
-    let shard = RingFile::open(&path, 256, Role::Shard).unwrap();
+    let control = RingFile::open(&path, RingSize::Default(256), Role::Control).unwrap();
+    let shard = RingFile::open(&path, RingSize::Default(256), Role::Shard).unwrap();
     (dir, control, shard)
 }
 

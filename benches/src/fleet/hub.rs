@@ -164,7 +164,7 @@ impl Hub {
             .map(|s| {
                 shm::RingFile::open(
                     &shm::ring_path(&self.ring_dir, s),
-                    self.ring_bytes,
+                    shm::RingSize::Configured(self.ring_bytes),
                     shm::Role::Control,
                 )
                 .map_err(|e| e.to_string())

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use schema::records::{self, ObjectKey, RingRecord};
-use shm::{RingFile, Role};
+use shm::{RingFile, RingSize, Role};
 
 pub const RING_BYTES: usize = 1 << 20;
 
@@ -102,7 +102,14 @@ impl Hub {
     pub fn open(dir: &Path, shards: u16) -> Hub {
         std::fs::create_dir_all(dir).unwrap();
         let files = (0..usize::from(shards))
-            .map(|i| RingFile::open(&shm::ring_path(dir, i), RING_BYTES, Role::Shard).unwrap())
+            .map(|i| {
+                RingFile::open(
+                    &shm::ring_path(dir, i),
+                    RingSize::Configured(RING_BYTES),
+                    Role::Shard,
+                )
+                .unwrap()
+            })
             .collect();
         Hub { files }
     }

@@ -176,6 +176,40 @@ fn bad_regions_and_foreign_rings_are_refused() {
     assert!(matches!(result, Err(RingError::Mismatch { .. })));
 }
 
+/// The geometry bytes of `region`'s header.
+fn geometry(region: &Region) -> [u8; GEOMETRY_BYTES] {
+    let mut bytes = [0u8; GEOMETRY_BYTES];
+    for (chunk, word) in bytes.chunks_mut(8).zip(&region.0) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    bytes
+}
+
+#[test]
+fn the_header_records_the_capacity_for_a_later_attacher() {
+    let mut region = Region::new(512);
+    assert_eq!(
+        recorded_capacity(&geometry(&region)),
+        Ok(None),
+        "never initialised"
+    );
+    region.ring();
+    assert_eq!(recorded_capacity(&geometry(&region)), Ok(Some(512)));
+
+    for (word, value) in [(0, 0xdead_beef), (1, 2), (2, 100), (2, 32)] {
+        let mut foreign = Region::new(512);
+        foreign.ring();
+        foreign.0[word] = value;
+        assert!(
+            matches!(
+                recorded_capacity(&geometry(&foreign)),
+                Err(RingError::Mismatch { .. })
+            ),
+            "word {word} = {value}"
+        );
+    }
+}
+
 #[test]
 fn corrupt_counters_and_headers_are_reported_not_followed() {
     let mut region = Region::new(256);

@@ -254,11 +254,12 @@ impl HubProcess {
         usize::from(hub_core::shard_of(node, self.shards as u16))
     }
 
-    /// The control side of shard `shard`'s ring file.
+    /// The control side of shard `shard`'s ring file, of the size the hub
+    /// made it.
     pub fn control(&self, shard: usize) -> shm::RingFile {
         shm::RingFile::open(
             &shm::ring_path(&self.ring_dir, shard),
-            RING_BYTES,
+            shm::RingSize::Default(RING_BYTES),
             shm::Role::Control,
         )
         .unwrap()
