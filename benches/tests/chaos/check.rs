@@ -152,13 +152,13 @@ impl Reports {
     pub(crate) fn judge(&self, device: &str, cloud: Option<&str>) -> (bool, Option<String>) {
         let value = cloud.and_then(|c| c.parse::<u64>().ok());
         let shown = cloud.unwrap_or("nothing");
-        if let (Some(v), Some(last)) = (value, self.attempted) {
-            if v > last {
-                return (
-                    true,
-                    Some(format!("{device}: the cloud shows {v}, never published")),
-                );
-            }
+        if let (Some(v), Some(last)) = (value, self.attempted)
+            && v > last
+        {
+            return (
+                true,
+                Some(format!("{device}: the cloud shows {v}, never published")),
+            );
         }
         match self.accepted {
             Some(a) if !self.wiped_since => {

@@ -425,10 +425,10 @@ fn split<T>(set: &BTreeMap<usize, T>, pool: usize) -> (Vec<usize>, Vec<usize>) {
 /// Mostly updates; creates and deletes keep the pool about half full.
 fn choose(rng: &mut Rng, present: &[usize], absent: &[usize]) -> Op {
     let roll = rng.below(4);
-    if roll == 0 || present.is_empty() {
-        if let Some(&i) = rng.pick(absent) {
-            return Op::Create(i);
-        }
+    if (roll == 0 || present.is_empty())
+        && let Some(&i) = rng.pick(absent)
+    {
+        return Op::Create(i);
     }
     let i = *rng
         .pick(present)
