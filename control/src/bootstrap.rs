@@ -1,8 +1,16 @@
 //! The certificate bootstrap endpoint, KubeEdge-compatible, over HTTPS:
-//! `GET /ca.crt` (the CA, DER), `GET /edge.crt` (`Authorization: Bearer
-//! <token>`, `NodeName: <node>`, body = PKCS#10 CSR in DER → the signed
-//! certificate in DER; 401 bad token, 403 CN ≠ NodeName, 400 bad CSR) and
-//! `GET /node/{name}` (the node's JSON, or 404).
+//! `GET /ca.crt` (the CA, DER), `GET /edge.crt` (`NodeName: <node>`, body =
+//! PKCS#10 CSR in DER → the signed certificate in DER) and `GET
+//! /node/{name}` (the node's JSON, or 404).
+//!
+//! `/edge.crt` is authenticated in one of two ways. First join: with
+//! `Authorization: Bearer <token>` (401 bad token, 403 CN ≠ NodeName, 400
+//! bad CSR). Renewal: with no token, over mutual TLS with the node's
+//! current certificate, which must be an edge certificate signed by the CA
+//! and still valid (401 otherwise, with the reason); the CSR's CN and
+//! NodeName, if given, must be the node that certificate names (403). The
+//! TLS server asks for a client certificate without requiring one; see
+//! [`crate::client_auth`].
 //!
 //! A few lines of HTTP/1.1 over `httparse` rather than a web framework:
 //! three routes, one request per connection (`Connection: close`), bounded
@@ -20,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::certs::{Ca, SignError};
+use crate::client_auth::{EdgeCerts, OptionalClientCert};
 use crate::token::Tokens;
 
 /// Largest request head accepted.
@@ -35,6 +44,8 @@ const DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Bootstrap {
     pub ca: Ca,
+    /// Checks the client certificates of renewals against `ca`.
+    pub edge_certs: EdgeCerts,
     pub tokens: Tokens,
     /// Lifetime of edge certificates, days.
     pub cert_days: u32,
@@ -67,6 +78,8 @@ pub struct Request {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The client certificate chain the TLS peer proved, if any.
+    pub peer_certs: Vec<CertificateDer<'static>>,
 }
 
 impl Request {
@@ -111,10 +124,23 @@ impl Bootstrap {
             .header("Authorization")
             .and_then(|a| a.strip_prefix("Bearer "))
             .map(str::trim);
-        let Some(token) = token else {
-            tracing::warn!(peer, node, "certificate request without a token: 401");
-            return text(401, "missing bearer token");
-        };
+        match token {
+            Some(token) => self.join(req, token, node, peer, now_s),
+            None if req.header("Authorization").is_none() && !req.peer_certs.is_empty() => {
+                self.renew(req, node, peer, now_s)
+            }
+            None => {
+                tracing::warn!(peer, node, "certificate request without a token: 401");
+                text(
+                    401,
+                    "missing bearer token (to join) or client certificate (to renew)",
+                )
+            }
+        }
+    }
+
+    /// First join: authenticated by the token.
+    fn join(&self, req: &Request, token: &str, node: &str, peer: &str, now_s: u64) -> Response {
         if let Err(e) = self.tokens.verify(token, now_s) {
             tracing::warn!(peer, node, "certificate request refused: {e}: 401");
             return text(401, format!("invalid token: {e}"));
@@ -123,12 +149,38 @@ impl Bootstrap {
             tracing::warn!(peer, "certificate request without a NodeName header: 400");
             return text(400, "missing NodeName header");
         }
-        match self.ca.sign_csr(node, &req.body, self.cert_days) {
+        self.sign(node, &req.body, peer, "issued")
+    }
+
+    /// Renewal: authenticated by the client certificate, for the node it
+    /// names only.
+    fn renew(&self, req: &Request, node: &str, peer: &str, now_s: u64) -> Response {
+        let cert_node = match self.edge_certs.node_of(&req.peer_certs, now_s) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(peer, node, "certificate renewal refused: {e}: 401");
+                return text(401, e.to_string());
+            }
+        };
+        if !node.is_empty() && node != cert_node {
+            let e = format!(
+                "the client certificate is for node {cert_node:?}, \
+                 but the request is for node {node:?}"
+            );
+            tracing::warn!(peer, node, "certificate renewal refused: {e}: 403");
+            return text(403, e);
+        }
+        self.sign(&cert_node, &req.body, peer, "renewed")
+    }
+
+    /// Signs `csr` for `node`; `what` names the act in the log.
+    fn sign(&self, node: &str, csr: &[u8], peer: &str, what: &str) -> Response {
+        match self.ca.sign_csr(node, csr, self.cert_days) {
             Ok(der) => {
                 tracing::info!(
                     peer,
                     node,
-                    "issued a certificate for {} days",
+                    "{what} a certificate for {} days",
                     self.cert_days
                 );
                 Response {
@@ -153,8 +205,9 @@ impl Bootstrap {
     }
 }
 
-/// A TLS acceptor for the server certificate and key (PEM files).
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+/// A TLS acceptor for the server certificate and key (PEM files), asking
+/// for an optional client certificate (judged later by `edge_certs`).
+pub fn acceptor(cert: &Path, key: &Path, edge_certs: &EdgeCerts) -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect())
         .map_err(|e| format!("{}: {e}", cert.display()))?;
@@ -163,7 +216,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .with_client_cert_verifier(OptionalClientCert::new(edge_certs))
         .with_single_cert(certs, key)
         .map_err(|e| e.to_string())?;
     Ok(TlsAcceptor::from(Arc::new(config)))
@@ -195,8 +248,17 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<Boot
                     .accept(tcp)
                     .await
                     .map_err(|e| format!("TLS: {e}"))?;
+                let peer_certs = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default();
                 let resp = match read_request(&mut tls).await {
-                    Ok(req) => state.handle(&req, &peer, crate::util::unix_ms() / 1000),
+                    Ok(mut req) => {
+                        req.peer_certs = peer_certs;
+                        state.handle(&req, &peer, crate::util::unix_ms() / 1000)
+                    }
                     Err(resp) => resp,
                 };
                 let head = format!(
@@ -252,6 +314,7 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<Requ
                         })
                         .collect(),
                     body: Vec::new(),
+                    peer_certs: Vec::new(),
                 };
                 let len: usize = match out.header("Content-Length") {
                     Some(v) => v

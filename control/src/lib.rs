@@ -9,9 +9,9 @@
 //! status patches in Kubernetes mode, retried by [`patches`]), checkpoints
 //! what every node acknowledged so that a restart resends only the rest
 //! ([`checkpoint`], LMDB; copied to a `NodeSync` object per node in
-//! Kubernetes mode), and issues the edges' certificates over HTTPS
-//! ([`certs`], [`bootstrap`], [`token`]). [`control`] ties these together as
-//! a state machine fed by [`run`]'s thin tokio loop.
+//! Kubernetes mode), and issues and renews the edges' certificates over
+//! HTTPS ([`certs`], [`bootstrap`], [`client_auth`], [`token`]). [`control`]
+//! ties these together as a state machine fed by [`run`]'s thin tokio loop.
 //!
 //! It must never depend on glommio or monoio, and decides which node needs
 //! which object in plain, tested functions rather than inside reconcilers.
@@ -19,6 +19,7 @@
 pub mod bootstrap;
 pub mod certs;
 pub mod checkpoint;
+pub mod client_auth;
 pub mod config;
 pub mod control;
 pub mod kube;

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::bootstrap::{self, Bootstrap};
 use crate::certs::Ca;
 use crate::checkpoint::Store;
+use crate::client_auth::EdgeCerts;
 use crate::config::ControlConfig;
 use crate::control::Control;
 use crate::manifest::{ManifestDir, Versions};
@@ -60,7 +61,8 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
         .ensure_server_cert(&cfg.data_dir, &cfg.advertise_address)
         .map_err(|e| err("server certificate")(&e))?;
     let tokens = Tokens::load(&cfg.data_dir, ca.der()).map_err(|e| err("token key")(&e))?;
-    let acceptor = bootstrap::acceptor(&cert, &key).map_err(|e| err("TLS")(&e))?;
+    let edge_certs = EdgeCerts::new(ca.der()).map_err(|e| err("TLS")(&e))?;
+    let acceptor = bootstrap::acceptor(&cert, &key, &edge_certs).map_err(|e| err("TLS")(&e))?;
     let mut store = Store::open(&cfg.data_dir.join("store")).map_err(|e| err("store")(&e))?;
     if let Some(client) = &kube {
         // The NodeSync copies, for a store that is new or behind.
@@ -91,6 +93,7 @@ pub async fn run(cfg: ControlConfig) -> Result<(), RunError> {
     let cert_addr = listener.local_addr().map_err(|e| err("bind")(&e))?;
     let boot = Arc::new(Bootstrap {
         ca,
+        edge_certs,
         tokens,
         cert_days: cfg.edge_cert_validity_days,
         nodes: RwLock::new(Default::default()),

@@ -93,7 +93,10 @@ pub struct EdgeHub {
     /// The certificate bootstrap endpoint, `host:port`. Default: the host of
     /// `server`, port 10002.
     pub http_server: String,
-    /// The join token, kept for certificate rotation. Default empty.
+    /// Not used: renewal is authenticated by the node's certificate. Read
+    /// so that a file written by an older `edgecore join` still loads;
+    /// never written.
+    #[serde(skip_serializing)]
     pub token: String,
     pub tls_ca_file: PathBuf,
     pub tls_cert_file: PathBuf,

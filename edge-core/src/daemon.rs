@@ -150,6 +150,12 @@ impl Daemon {
         for (seq, message) in pending {
             link.handle_outbox(seq, message);
         }
+        if !config.modules.edge_hub.token.is_empty() {
+            tracing::warn!(
+                "the configuration holds a join token; it is not used (renewal is \
+                 authenticated by the node's certificate) and can be removed"
+            );
+        }
         let renew_at_unix = next_renewal(&config);
         Ok(Self {
             config,
@@ -352,8 +358,9 @@ impl Daemon {
     }
 
     /// Certificate rotation: at the scheduled instant, request a new
-    /// certificate with the stored CA and token; the next connection uses
-    /// it. This blocks the thread for one HTTPS exchange (10 s at most).
+    /// certificate over mutual TLS with the current one (no token); the
+    /// next connection uses it. This blocks the thread for one HTTPS
+    /// exchange (10 s at most).
     fn maybe_renew(&mut self) {
         let Some(at) = self.renew_at_unix else {
             return;
@@ -369,10 +376,14 @@ impl Daemon {
             key: hub.tls_private_key_file.clone(),
         };
         let node = &self.config.modules.edged.hostname_override;
-        match join::request_certificate(&hub.token, &hub.http_server(), node, &files) {
+        match join::renew(&hub.http_server(), node, &files, now) {
             Ok(()) => {
                 tracing::info!("certificate renewed");
                 self.renew_at_unix = next_renewal(&self.config);
+            }
+            Err(e @ join::JoinError::CertificateExpired { .. }) => {
+                tracing::error!("certificate renewal impossible, retrying in an hour: {e}");
+                self.renew_at_unix = Some(now + 3600);
             }
             Err(e) => {
                 tracing::warn!("certificate renewal failed, retrying in an hour: {e}");
@@ -385,7 +396,7 @@ impl Daemon {
 /// When to renew the current certificate, if rotation is on.
 fn next_renewal(config: &EdgeConfig) -> Option<u64> {
     let hub = &config.modules.edge_hub;
-    if !hub.rotate_certificates || hub.token.is_empty() {
+    if !hub.rotate_certificates {
         return None;
     }
     let (nb, na) = join::validity(&hub.tls_cert_file)?;

@@ -6,7 +6,13 @@
 //! certificate over HTTPS verified with that CA, and stores CA, key and
 //! certificate as PEM files. Join runs once, before the runtime starts, so
 //! its small HTTPS client is blocking rustls over a std `TcpStream`.
-//! Renewal reuses [`request_certificate`] with the stored CA and the token.
+//!
+//! Renewal ([`renew`]) needs no token, as in KubeEdge: it asks `/edge.crt`
+//! over mutual TLS, authenticated by the node's current certificate, for a
+//! new certificate with the same CN. The token is used once, by join, and
+//! is not kept. A node whose certificate has already expired cannot renew:
+//! [`renew`] says so before trying ([`JoinError::CertificateExpired`]), and
+//! the node joins again with a new token.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,7 +22,7 @@ use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 use crate::tls::{pem_encode, provider, write_file_atomic};
@@ -49,6 +55,14 @@ pub enum JoinError {
     Response { server: String, detail: String },
     #[error("key or CSR: {0}")]
     Key(String),
+    #[error(
+        "the node's certificate {} expired at {not_after}: renewal needs a valid \
+         certificate; get a new token (cloudcontrol token) and run `edgecore join --token`",
+        path.display()
+    )]
+    CertificateExpired { path: PathBuf, not_after: String },
+    #[error("the node's certificate {}: {detail}", path.display())]
+    Certificate { path: PathBuf, detail: String },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -126,11 +140,77 @@ pub fn fetch_ca(cert_server: &str) -> Result<Vec<u8>, JoinError> {
 }
 
 /// Makes a new key and CSR for `node`, asks `/edge.crt` for a certificate
-/// (verifying the server with the CA in `files.ca`), and replaces key and
-/// certificate on disk. Used by join and by rotation.
+/// with the token (verifying the server with the CA in `files.ca`), and
+/// writes key and certificate. Used by join.
 pub fn request_certificate(
     token: &str,
     cert_server: &str,
+    node: &str,
+    files: &CertFiles,
+) -> Result<(), JoinError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error(cert_server, e))?
+        .with_root_certificates(roots(cert_server, files)?)
+        .with_no_client_auth();
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    edge_crt(cert_server, config, &auth, node, files)
+}
+
+/// Certificate rotation: asks `/edge.crt` for a new certificate for `node`
+/// over mutual TLS with the current certificate and key in `files` (no
+/// token), and replaces them on disk. Refuses, naming the way out, when
+/// that certificate expired before `now_s` (Unix seconds).
+pub fn renew(
+    cert_server: &str,
+    node: &str,
+    files: &CertFiles,
+    now_s: u64,
+) -> Result<(), JoinError> {
+    let bad = |detail: String| JoinError::Certificate {
+        path: files.cert.clone(),
+        detail,
+    };
+    let der = CertificateDer::from_pem_file(&files.cert).map_err(|e| bad(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| bad(format!("does not parse: {e}")))?;
+    let not_after = cert.validity().not_after;
+    if u64::try_from(not_after.timestamp()).unwrap_or(0) <= now_s {
+        return Err(JoinError::CertificateExpired {
+            path: files.cert.clone(),
+            not_after: not_after.to_string(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| JoinError::Certificate {
+        path: files.key.clone(),
+        detail: e.to_string(),
+    })?;
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error(cert_server, e))?
+        .with_root_certificates(roots(cert_server, files)?)
+        .with_client_auth_cert(vec![der.clone().into_owned()], key)
+        .map_err(|e| tls_error(cert_server, e))?;
+    edge_crt(cert_server, config, "", node, files)
+}
+
+/// The CA in `files.ca`, to verify the bootstrap server with.
+fn roots(cert_server: &str, files: &CertFiles) -> Result<rustls::RootCertStore, JoinError> {
+    let ca = CertificateDer::from_pem_file(&files.ca).map_err(|e| JoinError::Tls {
+        server: cert_server.to_owned(),
+        detail: format!("CA {}: {e}", files.ca.display()),
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).map_err(|e| tls_error(cert_server, e))?;
+    Ok(roots)
+}
+
+/// Makes a new key and a CSR for `node`, sends it to `/edge.crt` with the
+/// extra header lines `auth`, and writes the new key and certificate.
+fn edge_crt(
+    cert_server: &str,
+    config: ClientConfig,
+    auth: &str,
     node: &str,
     files: &CertFiles,
 ) -> Result<(), JoinError> {
@@ -144,20 +224,8 @@ pub fn request_certificate(
         .serialize_request(&key)
         .map_err(|e| JoinError::Key(e.to_string()))?;
     let csr = csr.der().as_ref();
-
-    let ca = CertificateDer::from_pem_file(&files.ca).map_err(|e| JoinError::Tls {
-        server: cert_server.to_owned(),
-        detail: format!("CA {}: {e}", files.ca.display()),
-    })?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).map_err(|e| tls_error(cert_server, e))?;
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_error(cert_server, e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let mut request = format!(
-        "GET /edge.crt HTTP/1.1\r\nHost: {cert_server}\r\nAuthorization: Bearer {token}\r\n\
+        "GET /edge.crt HTTP/1.1\r\nHost: {cert_server}\r\n{auth}\
          NodeName: {node}\r\nContent-Type: application/octet-stream\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         csr.len()
@@ -371,6 +439,34 @@ mod tests {
             let at = renewal_at(0, year, f64::from(i) / 100.0);
             assert!(at >= year * 7 / 10 && at <= year * 9 / 10);
         }
+    }
+
+    #[test]
+    fn an_expired_certificate_asks_for_a_new_token_before_any_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CertFiles::under(dir.path());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "edge-1");
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let cert = p.self_signed(&key).unwrap();
+        write(&files.cert, cert.pem().as_bytes()).unwrap();
+        write(&files.key, key.serialize_pem().as_bytes()).unwrap();
+        // Nothing listens on port 1: an attempt would fail to connect.
+        let now = 1_700_000_000;
+        let err = renew("127.0.0.1:1", "edge-1", &files, now).unwrap_err();
+        assert!(matches!(err, JoinError::CertificateExpired { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("edgecore join --token"), "{text}");
+        assert!(text.contains("2021"), "{text}");
+        // Valid at that instant: past the check (then the missing CA stops it).
+        let err = renew("127.0.0.1:1", "edge-1", &files, 1_600_000_000).unwrap_err();
+        assert!(
+            !matches!(err, JoinError::CertificateExpired { .. }),
+            "{err}"
+        );
     }
 
     #[test]

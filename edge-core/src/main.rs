@@ -81,7 +81,6 @@ fn main() -> anyhow::Result<()> {
             let hub = &mut c.modules.edge_hub;
             hub.server = cloud;
             hub.http_server = cert_server;
-            hub.token = token;
             hub.tls_ca_file = files.ca;
             hub.tls_cert_file = files.cert;
             hub.tls_private_key_file = files.key;

@@ -1,7 +1,9 @@
 //! `edgecore join` as a real process against a bootstrap HTTPS server
 //! speaking the contract (`/ca.crt`, `/edge.crt` with a bearer token and a
-//! CSR): the certificate it gets connects to the test hub; a token whose
-//! hash does not match the CA, or a forged token, is refused clearly.
+//! CSR, renewal with the client certificate): the certificate it gets
+//! connects to the test hub; a token whose hash does not match the CA, or a
+//! forged token, is refused clearly; the running edge renews with its
+//! certificate after the token has expired, and keeps no token on disk.
 
 mod support;
 
@@ -32,23 +34,41 @@ impl PublicKeyData for CsrKey {
     }
 }
 
+/// Certificates the bootstrap endpoint issued.
+#[derive(Default)]
+struct Issued {
+    /// All of them.
+    total: AtomicUsize,
+    /// Those asked for with a client certificate and no token.
+    by_certificate: AtomicUsize,
+}
+
 /// The bootstrap endpoint: signs CSRs with a CA of its own (`ca_key`).
-/// The first certificate it issues is already past 90% of its lifetime,
-/// so the edge renews it at once; `issued` counts the certificates.
+/// The token is good for one certificate (it has expired by the time the
+/// edge renews); a renewal is authenticated by a client certificate of
+/// the CA naming the node. The first certificate it issues is already past
+/// 90% of its lifetime, so the edge renews it at once.
 fn bootstrap(
     pki: &Pki,
     ca_params: CertificateParams,
     ca_key_pem: String,
     token: String,
-    issued: Arc<AtomicUsize>,
+    issued: Arc<Issued>,
 ) -> SocketAddr {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone()));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
+    let clients =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
     let config = Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
-            .with_no_client_auth()
+            .with_client_cert_verifier(clients)
             .with_single_cert(vec![CertificateDer::from(pki.server_cert.clone())], key)
             .unwrap(),
     );
@@ -99,10 +119,20 @@ fn bootstrap(
                 }
             };
             let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            let client_cn = tls.conn.peer_certificates().and_then(|c| {
+                let (_, cert) = x509_parser::parse_x509_certificate(c.first()?).ok()?;
+                let cn = cert.subject().iter_common_name().next()?;
+                Some(cn.as_str().ok()?.to_owned())
+            });
+            let authorization = header("authorization");
+            let token_ok = authorization == Some(format!("Bearer {token}"))
+                && issued.total.load(Ordering::SeqCst) == 0;
+            let by_certificate = authorization.is_none() && client_cn.is_some();
             let (status, out) = match path.as_str() {
                 "/ca.crt" => (200, ca_der.clone()),
-                "/edge.crt" if header("authorization") != Some(format!("Bearer {token}")) => {
-                    (401, b"bad token".to_vec())
+                "/edge.crt" if !token_ok && !by_certificate => (401, b"bad token".to_vec()),
+                "/edge.crt" if by_certificate && client_cn != header("nodename") => {
+                    (403, b"client certificate names another node".to_vec())
                 }
                 "/edge.crt" => {
                     let (_, csr) =
@@ -126,7 +156,10 @@ fn bootstrap(
                         };
                         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
                         p.distinguished_name.push(DnType::CommonName, cn);
-                        if issued.fetch_add(1, Ordering::SeqCst) == 0 {
+                        if by_certificate {
+                            issued.by_certificate.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if issued.total.fetch_add(1, Ordering::SeqCst) == 0 {
                             let now = SystemTime::now();
                             p.not_before = (now - Duration::from_secs(1000)).into();
                             p.not_after = (now + Duration::from_secs(60)).into();
@@ -172,7 +205,7 @@ fn join_gets_a_certificate_that_the_cloud_accepts() {
     let (pki, ca_params, ca_key) = support::pki_with_ca_key(&dir.path().join("pki"));
     let hash = edge_core::join::sha256_hex(&pki.ca_der);
     let token = format!("{hash}.{SECRET}");
-    let issued = Arc::new(AtomicUsize::new(0));
+    let issued = Arc::new(Issued::default());
     let cert_server = bootstrap(&pki, ca_params, ca_key, token.clone(), issued.clone());
     let hub = TestHub::start(&pki, "127.0.0.1:0");
     let data = dir.path().join("edge");
@@ -202,7 +235,7 @@ fn join_gets_a_certificate_that_the_cloud_accepts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(issued.load(Ordering::SeqCst), 1);
+    assert_eq!(issued.total.load(Ordering::SeqCst), 1);
     let first = std::fs::read(data.join("certs/server.crt")).unwrap();
     for f in [
         "ca/rootCA.crt",
@@ -215,6 +248,7 @@ fn join_gets_a_certificate_that_the_cloud_accepts() {
     // The written configuration runs and the cloud accepts the certificate.
     let config = data.join("edgecore.toml");
     let text = std::fs::read_to_string(&config).unwrap();
+    assert!(!text.contains(SECRET), "the token stays out of {text}");
     let text = text.replace("127.0.0.1:10550", "127.0.0.1:0");
     std::fs::write(&config, text).unwrap();
     let _edge = support::Edge::start(&config);
@@ -228,9 +262,11 @@ fn join_gets_a_certificate_that_the_cloud_accepts() {
     });
 
     // Rotation: the first certificate is due for renewal, so the running
-    // edge asks for a new one with its token and replaces it on disk.
+    // edge asks for a new one with that certificate (the token no longer
+    // works) and replaces it on disk.
     wait_for(30, "the certificate to be renewed", || {
-        issued.load(Ordering::SeqCst) == 2
+        issued.by_certificate.load(Ordering::SeqCst) == 1
+            && issued.total.load(Ordering::SeqCst) == 2
             && std::fs::read(data.join("certs/server.crt")).unwrap() != first
     });
     let (nb, na) = edge_core::join::validity(&data.join("certs/server.crt")).unwrap();

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use schema::records::{self, ObjectKey, RingRecord};
 use shm::{RingFile, RingSize, Role};
 
+pub mod https;
+
 pub const RING_BYTES: usize = 1 << 20;
 
 /// A running cloudcontrol, killed with SIGKILL when dropped.
