@@ -9,118 +9,15 @@
 //! Every wait polls what a user would look at (an HTTP answer, a command's
 //! output) until it shows the expected state or a deadline passes.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const PATIENCE: Duration = Duration::from_secs(60);
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use support::{Process, binary, eventually, get, twin_update};
+
 const RING_BYTES: usize = 1 << 20;
-
-/// A binary of the workspace, built beside this test's `fleetbench`.
-fn binary(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_fleetbench"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
-
-/// A child process killed (SIGKILL) when dropped; its stderr goes to a file
-/// that is printed if the test fails.
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Process {
-    fn start(name: &str, command: &mut Command, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-            lines,
-        }
-    }
-
-    /// The value of `key=` on the first stdout line that has it.
-    fn wait_for(&self, key: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("{} never printed {key}:\n{}", self.name, self.log_text())
-            });
-            if let Some(v) = line.split_whitespace().find_map(|w| w.strip_prefix(key)) {
-                return v.to_owned();
-            }
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.name, self.log_text());
-        }
-    }
-}
-
-/// `GET path` on a MetaServer: status code and body.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Some((code, body))
-}
-
-/// Polls `check` until it holds.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn configmap_says(edge: SocketAddr, text: &str) -> bool {
     matches!(
@@ -154,61 +51,6 @@ fn start_hub(dir: &Path, data: &Path, rings: &Path, port: u16) -> (Process, u16)
     );
     let tls: SocketAddr = hub.wait_for("tls=").parse().unwrap();
     (hub, tls.port())
-}
-
-/// Publishes a reported temperature for `device` on the edge's broker, as a
-/// device driver does, and returns the delta the edge answers with (the
-/// example Device desires 20).
-fn twin_update(mqtt: SocketAddr, device: &str, value: &str) -> serde_json::Value {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut options = rumqttc::MqttOptions::new(
-            format!("driver-{value}"),
-            mqtt.ip().to_string(),
-            mqtt.port(),
-        );
-        options.set_keep_alive(Duration::from_secs(30));
-        let (client, mut events) = rumqttc::AsyncClient::new(options, 10);
-        let delta_topic = format!("$hw/events/device/{device}/twin/update/delta");
-        client
-            .subscribe(&delta_topic, rumqttc::QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        let payload = format!(
-            r#"{{"event_id":"e-{value}","timestamp":0,"twin":{{"temperature":{{"actual":{{"value":"{value}"}},"metadata":{{"type":"Updated"}}}}}}}}"#
-        );
-        let mut published = false;
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                match events.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) if !published => {
-                        published = true;
-                        client
-                            .publish(
-                                format!("$hw/events/device/{device}/twin/update"),
-                                rumqttc::QoS::AtLeastOnce,
-                                false,
-                                payload.clone(),
-                            )
-                            .await
-                            .unwrap();
-                    }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))
-                        if p.topic == delta_topic =>
-                    {
-                        return serde_json::from_slice(&p.payload).expect("a JSON delta");
-                    }
-                    Ok(_) => {}
-                    Err(e) => panic!("MQTT connection to the edge: {e}"),
-                }
-            }
-        })
-        .await
-        .expect("a delta from the edge")
-    })
 }
 
 fn devices_table(data: &Path) -> String {
