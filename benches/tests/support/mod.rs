@@ -87,6 +87,49 @@ impl Process {
         }
     }
 
+    /// Every stdout line up to and including the first that contains `last`.
+    pub(crate) fn lines_until(&self, last: &str) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "{} never printed {last:?}; it printed:\n{}\n{}",
+                    self.name,
+                    lines.join("\n"),
+                    self.log_text()
+                )
+            });
+            let done = line.contains(last);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How the process ended, waiting for it at most `PATIENCE`.
+    pub(crate) fn exit_status(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still runs:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// How it ended, if it is no longer running.
     pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
