@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
             resume_seq: u64::from(mode >> 1),
             capabilities: CAPABILITIES,
             received_seq: u64::from(mode),
+            store_id: u64::from(mode >> 2),
         };
         FrameEncoder::default()
             .hello(&h, &mut hello)
