@@ -7,128 +7,24 @@
 //! Every wait polls what a user would look at (a stdout line, the log file,
 //! the exit status) until it shows the expected state or a deadline passes.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+mod support;
 
-const PATIENCE: Duration = Duration::from_secs(60);
+use std::path::Path;
+use std::process::Command;
+
+use support::{Process, binary};
+
 const SMALL: usize = 1 << 20;
 const ESC: u8 = 0x1b;
 
-/// A binary of the workspace, built beside this test's `fleetbench`.
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_fleetbench"))
-        .parent()
-        .unwrap()
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
-
-/// A daemon whose stderr goes to `NAME.log`, killed (SIGKILL) when dropped.
-struct Daemon {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    lines: Receiver<String>,
-}
-
-impl Daemon {
-    fn start(name: &str, command: &mut Command, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let mut child = command
-            .env_remove("NO_COLOR")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-            lines,
-        }
-    }
-
-    /// Waits for the first stdout line that contains `text`.
-    fn wait_stdout(&self, text: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "{} never printed {text:?}; its log:\n{}",
-                    self.name,
-                    self.log_text()
-                ),
-            }
-        }
-    }
-
-    /// Waits until the log file holds `text`.
-    fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while !self.log_text().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "{} never logged {text:?}; its log:\n{}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the process to end on its own.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} kept running; its log:\n{}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_bytes(&self) -> Vec<u8> {
-        std::fs::read(&self.log).unwrap_or_default()
-    }
-
-    fn log_text(&self) -> String {
-        String::from_utf8_lossy(&self.log_bytes()).into_owned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.name, self.log_text());
-        }
-    }
+/// Starts a daemon whose stderr goes to `NAME.log`, with none of the
+/// environment's colour or log-level settings.
+fn start(name: &str, command: &mut Command, dir: &Path) -> Process {
+    Process::start(
+        name,
+        command.env_remove("NO_COLOR").env_remove("RUST_LOG"),
+        dir,
+    )
 }
 
 /// `cloudcontrol` on an empty manifest directory with one shard, its ring
@@ -188,10 +84,10 @@ const ADOPTED: &str = "adopted its ring size";
 fn cloudhub_on_its_default_adopts_the_ring_size_cloudcontrol_created() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let control = Daemon::start("cloudcontrol", &mut cloudcontrol(dir, Some(SMALL)), dir);
-    control.wait_stdout(CONTROL_READY);
-    let hub = Daemon::start("cloudhub", &mut cloudhub(dir, None), dir);
-    hub.wait_stdout(HUB_READY);
+    let control = start("cloudcontrol", &mut cloudcontrol(dir, Some(SMALL)), dir);
+    control.lines_until(CONTROL_READY);
+    let hub = start("cloudhub", &mut cloudhub(dir, None), dir);
+    hub.lines_until(HUB_READY);
     hub.wait_log(ADOPTED);
     assert!(hub.log_text().contains(&format!("ring_bytes={SMALL}")));
     assert!(
@@ -205,10 +101,10 @@ fn cloudhub_on_its_default_adopts_the_ring_size_cloudcontrol_created() {
 fn cloudcontrol_on_its_default_adopts_the_ring_size_cloudhub_created() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let hub = Daemon::start("cloudhub", &mut cloudhub(dir, Some(SMALL)), dir);
-    hub.wait_stdout(HUB_READY);
-    let control = Daemon::start("cloudcontrol", &mut cloudcontrol(dir, None), dir);
-    control.wait_stdout(CONTROL_READY);
+    let hub = start("cloudhub", &mut cloudhub(dir, Some(SMALL)), dir);
+    hub.lines_until(HUB_READY);
+    let control = start("cloudcontrol", &mut cloudcontrol(dir, None), dir);
+    control.lines_until(CONTROL_READY);
     control.wait_log(ADOPTED);
     assert!(control.log_text().contains(&format!("ring_bytes={SMALL}")));
     assert!(!hub.log_text().contains(ADOPTED), "the hub created them");
@@ -222,17 +118,17 @@ fn a_configured_size_unlike_the_files_stops_the_second_daemon_naming_both() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
         let (first, mut second) = if hub_first {
-            let hub = Daemon::start("cloudhub", &mut cloudhub(dir, Some(SMALL)), dir);
-            hub.wait_stdout(HUB_READY);
-            let control = Daemon::start("cloudcontrol", &mut cloudcontrol(dir, Some(other)), dir);
+            let hub = start("cloudhub", &mut cloudhub(dir, Some(SMALL)), dir);
+            hub.lines_until(HUB_READY);
+            let control = start("cloudcontrol", &mut cloudcontrol(dir, Some(other)), dir);
             (hub, control)
         } else {
-            let control = Daemon::start("cloudcontrol", &mut cloudcontrol(dir, Some(SMALL)), dir);
-            control.wait_stdout(CONTROL_READY);
-            let hub = Daemon::start("cloudhub", &mut cloudhub(dir, Some(other)), dir);
+            let control = start("cloudcontrol", &mut cloudcontrol(dir, Some(SMALL)), dir);
+            control.lines_until(CONTROL_READY);
+            let hub = start("cloudhub", &mut cloudhub(dir, Some(other)), dir);
             (control, hub)
         };
-        let status = second.wait_exit();
+        let status = second.exit_status();
         assert!(!status.success(), "{} started: {status}", second.name);
         let message = second.log_text();
         for part in [
@@ -255,9 +151,9 @@ fn a_configured_size_unlike_the_files_stops_the_second_daemon_naming_both() {
 /// log.
 fn logs_of_every_daemon(dir: &Path, wrap: impl Fn(Command) -> Command) -> Vec<(String, Vec<u8>)> {
     std::fs::create_dir_all(dir).unwrap();
-    let control = Daemon::start("cloudcontrol", &mut wrap(cloudcontrol(dir, None)), dir);
+    let control = start("cloudcontrol", &mut wrap(cloudcontrol(dir, None)), dir);
     control.wait_log("started");
-    let hub = Daemon::start("cloudhub", &mut wrap(cloudhub(dir, None)), dir);
+    let hub = start("cloudhub", &mut wrap(cloudhub(dir, None)), dir);
     hub.wait_log("running");
     let edge_config = dir.join("edgecore.toml");
     std::fs::write(
@@ -274,7 +170,7 @@ fn logs_of_every_daemon(dir: &Path, wrap: impl Fn(Command) -> Command) -> Vec<(S
     .unwrap();
     let mut edge = Command::new(binary("edgecore"));
     edge.arg("run").arg("--config").arg(&edge_config);
-    let edge = Daemon::start("edgecore", &mut wrap(edge), dir);
+    let edge = start("edgecore", &mut wrap(edge), dir);
     edge.wait_log("MetaServer listening");
     [control, hub, edge]
         .iter()

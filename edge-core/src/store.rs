@@ -298,7 +298,11 @@ impl Store {
         let rv = m.header.resource_version & !DEAD;
         match op {
             Op::Upsert => {
-                if rv <= stored_rv {
+                // Newer only; the exact version of a tombstone brings the
+                // object back: the node dropped it at its current version
+                // when it no longer needed it (an object deleted for good
+                // goes away at a version newer than any it had).
+                if rv < stored_rv || (rv == stored_rv && live) {
                     return Ok(None);
                 }
                 let object = StoredObject {

@@ -102,7 +102,11 @@ struct Pending {
 /// pending or acknowledged version is `known`:
 ///
 /// - `rv == 0` means unversioned: it always replaces, and is never stale;
-/// - an update is stale unless `rv > known`;
+/// - an update is stale unless `rv > known`, or `rv == known` and `known`
+///   is a delete: an object the node dropped because it no longer needed
+///   it is dropped at its current version, and comes back at that version
+///   when the node needs it again (an object really deleted goes away at a
+///   version newer than any it had, so nothing comes back at that one);
 /// - a delete is stale unless `rv >= known`: it wins ties, because a delete
 ///   usually carries the last version of the object, which may be exactly
 ///   the update pending or acknowledged before it.
@@ -135,10 +139,24 @@ pub struct NodeQueue {
     acked_bytes: usize,
 }
 
-/// Whether a message of version `rv` is no newer than `known` under the rules
-/// documented on [`NodeQueue`].
+/// Top bit of a known version: it is the version of a delete.
+const DELETED: u64 = 1 << 63;
+
+/// A known version as kept in the acknowledged map.
+fn known(rv: u64, delete: bool) -> u64 {
+    if delete { rv | DELETED } else { rv & !DELETED }
+}
+
+/// Whether a message of version `rv` is no newer than the `known` version
+/// (with its delete bit) under the rules documented on [`NodeQueue`].
 fn is_stale(rv: u64, delete: bool, known: u64) -> bool {
-    rv != 0 && if delete { rv < known } else { rv <= known }
+    let (known, known_delete) = (known & !DELETED, known & DELETED != 0);
+    rv != 0
+        && if delete {
+            rv < known
+        } else {
+            rv < known || (rv == known && !known_delete)
+        }
 }
 
 impl NodeQueue {
@@ -178,11 +196,13 @@ impl NodeQueue {
         if let Some(&known) = self.acked.get(&key)
             && is_stale(rv, delete, known)
         {
-            return PushOutcome::Stale { known };
+            return PushOutcome::Stale {
+                known: known & !DELETED,
+            };
         }
         let previous = self.pending.get(&key);
         if let Some(p) = previous
-            && is_stale(rv, delete, p.resource_version)
+            && is_stale(rv, delete, known(p.resource_version, p.delete))
         {
             return PushOutcome::Stale {
                 known: p.resource_version,
@@ -262,9 +282,11 @@ impl NodeQueue {
             let key = Arc::try_unwrap(key).unwrap_or_else(|shared| (*shared).clone());
             let rv = entry.resource_version;
             match self.acked.get_mut(&key) {
-                Some(known) if is_stale(rv, entry.delete, *known) => continue,
-                Some(known) => *known = (*known).max(rv),
-                None if rv != 0 => self.insert_acked(key.clone(), rv),
+                Some(k) if is_stale(rv, entry.delete, *k) => continue,
+                // Not stale: at least as new as what was known.
+                Some(k) if rv != 0 => *k = known(rv, entry.delete),
+                Some(_) => {}
+                None if rv != 0 => self.insert_acked(key.clone(), known(rv, entry.delete)),
                 None => {}
             }
             return Some((key, entry.message));
@@ -283,7 +305,8 @@ impl NodeQueue {
         }
         let room = self.bytes() + acked_cost(key) <= self.budget;
         match self.acked.get_mut(key) {
-            Some(known) => *known = (*known).max(rv),
+            Some(k) if rv >= *k & !DELETED => *k = rv,
+            Some(_) => {}
             None if room => self.insert_acked(key.clone(), rv),
             None => {}
         }
@@ -305,7 +328,7 @@ impl NodeQueue {
     /// node acknowledged the delete of version `rv`, so it holds nothing of
     /// `key` any more (unless a newer version entered the window since).
     pub fn forget_at(&mut self, key: &ObjectKey, rv: u64) {
-        if self.acked.get(key) == Some(&rv) {
+        if self.acked.get(key) == Some(&known(rv, true)) {
             self.forget(key);
         }
     }

@@ -135,6 +135,24 @@ impl Process {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Waits until the log file holds `text`.
+    pub(crate) fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.log_text().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never logged {text:?}; its log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn log_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.log).unwrap_or_default()
+    }
+
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

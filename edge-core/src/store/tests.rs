@@ -242,3 +242,26 @@ fn a_store_keeps_its_identity_and_a_wiped_one_gets_another() {
         .unwrap();
     assert!(wiped != 0 && wiped != first, "{wiped:x} after {first:x}");
 }
+
+#[test]
+fn an_object_dropped_at_its_version_comes_back_at_that_version() {
+    let (_dir, store) = open();
+    let add = msg("insert", "default/configmap/c", 7, 1, "{}");
+    store.commit([&add], 1, None).unwrap();
+    // The node's last pod using it went away: dropped at its version.
+    let drop = msg("delete", "default/configmap/c", 7, 2, "");
+    assert_eq!(store.commit([&drop], 2, None).unwrap().changes.len(), 1);
+    // A new pod needs it again, unchanged.
+    let again = msg("insert", "default/configmap/c", 7, 3, "{}");
+    let c = store.commit([&again], 3, None).unwrap();
+    assert_eq!(c.changes[0].change, ChangeType::Added);
+    assert!(
+        store
+            .get(&key("configmap", "default", "c"))
+            .unwrap()
+            .is_some()
+    );
+    // While it is there, the same version is stale.
+    let same = msg("update", "default/configmap/c", 7, 4, "{}");
+    assert_eq!(store.commit([&same], 4, None).unwrap().stale, 1);
+}

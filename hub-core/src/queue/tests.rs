@@ -72,10 +72,11 @@ fn delete_supersedes_pending_update_and_wins_ties() {
     let _ = q.push(key("a"), msg("v5", 5, "update"));
     let outcome = q.push(key("a"), msg("d5", 5, "delete"));
     assert_eq!(outcome, PushOutcome::Replaced { previous: 5 });
-    // An update of the same version does not resurrect the object.
+    // An update of the same version after it is the object needed again
+    // (a delete that removes it for good carries a newer version).
     let outcome = q.push(key("a"), msg("v5bis", 5, "update"));
-    assert_eq!(outcome, PushOutcome::Stale { known: 5 });
-    assert_eq!(drain(&mut q), ["d5"]);
+    assert_eq!(outcome, PushOutcome::Replaced { previous: 5 });
+    assert_eq!(drain(&mut q), ["v5bis"]);
 }
 
 #[test]
@@ -221,8 +222,8 @@ struct Model {
 
 /// Whether `(rv, delete)` should win over the version `known`: written
 /// independently of `is_stale`.
-fn wins(rv: u64, delete: bool, known: u64) -> bool {
-    rv == 0 || rv > known || (delete && rv == known)
+fn wins(rv: u64, delete: bool, known: u64, known_delete: bool) -> bool {
+    rv == 0 || rv > known || (rv == known && (delete || known_delete))
 }
 
 fn name(k: u8) -> ObjectKey {
@@ -246,12 +247,15 @@ fn step(q: &mut NodeQueue, model: &mut Model, i: usize, op: Op) -> Result<(), Te
             let pending = model
                 .pending
                 .get(&key)
-                .map(|p| (p.0, NodeQueue::cost_of(&p.2)));
+                .map(|p| (p.0, NodeQueue::cost_of(&p.2), p.1));
             let freed = pending.map_or(0, |p| p.1);
+            let pending = pending.map(|p| (p.0, p.1, p.2));
             let bytes = model.bytes - freed + NodeQueue::cost_of(&m);
             if model.needs_resync {
                 prop_assert_eq!(outcome, PushOutcome::Overflow { released: 0 });
-            } else if !wins(rv, delete, acked) || pending.is_some_and(|p| !wins(rv, delete, p.0)) {
+            } else if !wins(rv, delete, acked, false)
+                || pending.is_some_and(|p| !wins(rv, delete, p.0, p.2))
+            {
                 prop_assert!(matches!(outcome, PushOutcome::Stale { .. }), "{outcome:?}");
             } else if bytes + model.acked_bytes > q.budget() {
                 let released = model.pending.len();
@@ -276,7 +280,7 @@ fn step(q: &mut NodeQueue, model: &mut Model, i: usize, op: Op) -> Result<(), Te
                 let k = model.order.remove(0);
                 if let Some((rv, delete, m)) = model.pending.remove(&k) {
                     model.bytes -= NodeQueue::cost_of(&m);
-                    if wins(rv, delete, model.acked.get(&k).copied().unwrap_or(0)) {
+                    if wins(rv, delete, model.acked.get(&k).copied().unwrap_or(0), false) {
                         expected = Some((name(k), m));
                         break;
                     }
@@ -397,4 +401,26 @@ fn what_the_node_holds_counts_in_the_budget() {
     ));
     assert!(q.needs_resync());
     assert_eq!((q.acknowledged_len(), q.bytes()), (0, 0), "all given back");
+}
+
+#[test]
+fn an_object_dropped_at_its_version_comes_back_at_that_version() {
+    let mut q = NodeQueue::new(1 << 20);
+    let _ = q.push(key("a"), msg("a4", 4, "update"));
+    assert!(q.pop_for_send().is_some());
+    // The node no longer needs "a": it is dropped at its version, 4 ...
+    let _ = q.push(key("a"), msg("d4", 4, "delete"));
+    assert!(q.pop_for_send().is_some());
+    // ... and needed again before that was acknowledged: 4 is news.
+    assert_eq!(
+        q.push(key("a"), msg("a4", 4, "update")),
+        PushOutcome::Queued
+    );
+    let (_, m) = q.pop_for_send().unwrap();
+    assert_eq!(m.header.id, "a4");
+    // Once it is sent, 4 again is stale.
+    assert!(matches!(
+        q.push(key("a"), msg("a4", 4, "update")),
+        PushOutcome::Stale { known: 4 }
+    ));
 }
