@@ -20,10 +20,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token { data_dir, ttl }) => {
-            let ttl = control::token::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
-            let ca = control::certs::Ca::load_or_create(&data_dir)?;
-            let tokens = control::token::Tokens::load(&data_dir, ca.der())?;
-            println!("{}", tokens.issue(control::util::unix_ms() / 1000, ttl));
+            let ttl = control::pki::token::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
+            let ca = control::pki::certs::Ca::load_or_create(&data_dir)?;
+            let tokens = control::pki::token::Tokens::load(&data_dir, ca.der())?;
+            println!("{}", tokens.issue(clock::unix_ms() / 1000, ttl));
             Ok(())
         }
         Some(Command::Get {
@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
             status_dir,
         }) => {
             let dir = status_dir.unwrap_or_else(|| data_dir.join("status"));
-            let table = control::status::StatusDir::new(&dir)
+            let table = control::observed::status::StatusDir::new(&dir)
                 .table(&what)
                 .with_context(|| {
                     format!("unknown resource type {what:?}: use nodes, pods or devices")
@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Crds) => {
-            print!("{}", control::kube::crds_yaml());
+            print!("{}", control::crd::crds_yaml());
             Ok(())
         }
         Some(Command::Run(args)) => run(&args),
@@ -54,6 +54,6 @@ fn run(args: &control::config::RunArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(control::run::run(cfg))?;
+    rt.block_on(control::process::run(cfg))?;
     Ok(())
 }

@@ -58,7 +58,7 @@ fn edge_bootstrap_flow_and_refusals() {
 
     // A server with another CA is refused by the verified client.
     let other = tempfile::tempdir().unwrap();
-    let other_ca = control::certs::Ca::load_or_create(other.path()).unwrap();
+    let other_ca = control::pki::certs::Ca::load_or_create(other.path()).unwrap();
     assert!(request(&addr, &client(Some(other_ca.der())), "/ca.crt", &[], b"").is_err());
 
     let ask = |auth: &str, node: &str, body: &[u8]| {
@@ -90,8 +90,8 @@ fn edge_bootstrap_flow_and_refusals() {
     );
     assert_eq!(ask("", "edge-1", &csr("edge-1", p256)), 401);
     // Expired: made with this data dir's key, a minute in the past.
-    let tokens = control::token::Tokens::load(&data, &ca).unwrap();
-    let expired = tokens.issue(control::util::unix_ms() / 1000 - 120, 60);
+    let tokens = control::pki::token::Tokens::load(&data, &ca).unwrap();
+    let expired = tokens.issue(clock::unix_ms() / 1000 - 120, 60);
     assert_eq!(
         ask(&format!("Bearer {expired}"), "edge-1", &csr("edge-1", p256)),
         401

@@ -7,6 +7,7 @@
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
+use schema::records::ObjectKey;
 use serde_json::{Value, json};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -87,7 +88,7 @@ async fn node_ready_creates_a_missing_node_then_patches_its_status() {
         .await;
         assert_eq!(again, patch);
     });
-    control::kube::set_node_ready(
+    control::observed::apiserver::set_node_ready(
         &client,
         "edge-1",
         true,
@@ -129,16 +130,22 @@ async fn pod_and_device_status_are_merge_patched() {
         let (_, _) = expect(&mut h, Method::PATCH, "/api/v1/namespaces/default/pods/gone/status", 404,
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})).await;
     });
-    control::kube::patch_pod_status(&client, "default", "web-1", &json!({"phase": "Running"}))
-        .await
-        .unwrap();
+    control::observed::apiserver::patch_pod_status(
+        &client,
+        "default",
+        "web-1",
+        &json!({"phase": "Running"}),
+    )
+    .await
+    .unwrap();
     let twins = json!({"twins": [{"propertyName": "temperature", "reported": {"value": "21"}}]});
-    control::kube::patch_device_status(&client, "default", "t1", &twins)
+    control::observed::apiserver::patch_device_status(&client, "default", "t1", &twins)
         .await
         .unwrap();
-    let err = control::kube::patch_pod_status(&client, "default", "gone", &json!({}))
-        .await
-        .unwrap_err();
+    let err =
+        control::observed::apiserver::patch_pod_status(&client, "default", "gone", &json!({}))
+            .await
+            .unwrap_err();
     assert!(
         matches!(err, kube::Error::Api(ref e) if e.code == 404),
         "{err}"
@@ -149,7 +156,7 @@ async fn pod_and_device_status_are_merge_patched() {
 #[test]
 fn checked_in_crds_are_current() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/crds.yaml");
-    let want = control::kube::crds_yaml();
+    let want = control::crd::crds_yaml();
     let have = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         have == want,
@@ -180,11 +187,11 @@ fn checked_in_crds_are_current() {
 async fn status_patches_are_retried_until_they_land_and_dropped_when_refused() {
     let (client, mut h) = mock();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = tokio::spawn(control::patches::write_patches(client, rx));
+    let writer = tokio::spawn(control::observed::patches::write_patches(client, rx));
     let device = "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices/t1/status";
     let unavailable = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
         "reason": "ServiceUnavailable", "code": 503, "message": "try again"});
-    tx.send(control::control::StatusChange::Device {
+    tx.send(control::core::StatusChange::Device {
         namespace: "default".into(),
         name: "t1".into(),
         reported: json!({"twins": [{"propertyName": "temperature", "reported": {"value": "21"}}]}),
@@ -202,7 +209,7 @@ async fn status_patches_are_retried_until_they_land_and_dropped_when_refused() {
 
     // A pod that no longer exists: refused for good, not retried; the
     // next change is the next request.
-    tx.send(control::control::StatusChange::Pod {
+    tx.send(control::core::StatusChange::Pod {
         namespace: "default".into(),
         name: "gone".into(),
         status: json!({"phase": "Running"}),
@@ -210,7 +217,7 @@ async fn status_patches_are_retried_until_they_land_and_dropped_when_refused() {
     .unwrap();
     expect(&mut h, Method::PATCH, "/api/v1/namespaces/default/pods/gone/status", 404,
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})).await;
-    tx.send(control::control::StatusChange::Pod {
+    tx.send(control::core::StatusChange::Pod {
         namespace: "default".into(),
         name: "web-1".into(),
         status: json!({"phase": "Running"}),
@@ -267,18 +274,22 @@ async fn checkpoints_are_applied_per_node_and_read_back() {
         .await;
     });
     let objects = [("default/pod/web-1".to_owned(), 12)].into();
-    control::kube::apply_checkpoint(&client, "edge-1", &objects, 7, 9)
+    control::observed::apiserver::apply_checkpoint(&client, "edge-1", &objects, 7, 9)
         .await
         .unwrap();
-    let loaded = control::kube::load_checkpoints(&client).await.unwrap();
+    let loaded = control::checkpoint::nodesync::load_checkpoints(&client)
+        .await
+        .unwrap();
     server.await.unwrap();
     assert_eq!(
         loaded,
-        [control::kube::LoadedCheckpoint {
+        [control::checkpoint::nodesync::LoadedCheckpoint {
             node: "edge-1".into(),
-            objects: [(control::plan::key("pod", "default", "web-1"), 12)].into(),
-            upstream_seq: 7,
-            store_id: 9,
+            checkpoint: control::core::checkpoints::NodeCheckpoint {
+                acked: [(ObjectKey::new("pod", "default", "web-1"), 12)].into(),
+                upstream_seq: 7,
+                store_id: 9,
+            },
         }]
     );
 }

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use schema::records::{DeliveredObject, RingRecord};
+use schema::records::{DeliveredObject, UpRecord};
 use serde_json::{Value, json};
 use support::{Cloud, Hub, downstream, key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -264,7 +264,7 @@ fn kube_mode_resumes_from_nodesync_follows_watches_and_writes_status_back() {
     // NodeSync holds both objects.
     hub.push(
         0,
-        &RingRecord::Connected {
+        &UpRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 1,
             store_id: 0,
@@ -272,7 +272,7 @@ fn kube_mode_resumes_from_nodesync_follows_watches_and_writes_status_back() {
     );
     hub.push(
         0,
-        &RingRecord::Delivered {
+        &UpRecord::Delivered {
             node_id: "edge-1".into(),
             store_id: 0,
             objects: vec![

@@ -8,10 +8,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use control::plan::{self, Action, Desired};
+use control::core::plan::{self, Action, Desired};
 use http::{Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
+use schema::records::ObjectKey;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
@@ -239,7 +240,7 @@ async fn watch_events_and_a_relist_after_gone_keep_the_desired_state_exact() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let server = tokio::spawn(serve(handle, script, release.clone(), seen.clone()));
     let (tx, mut rx) = watch::channel(None);
-    let watcher = tokio::spawn(control::watch::watch_desired(client, tx));
+    let watcher = tokio::spawn(control::desired::watch::watch_desired(client, tx));
 
     // Every kind listed: one snapshot, planned as the manifest source's.
     let first = wait_for(&mut rx, |_| true).await;
@@ -259,7 +260,7 @@ async fn watch_events_and_a_relist_after_gone_keep_the_desired_state_exact() {
         ]
     );
     assert_eq!(a1.problems.len(), 1, "the pod on cloud-1 is reported");
-    let web1 = &first.objects[&plan::key("pod", "default", "web-1")];
+    let web1 = &first.objects[&ObjectKey::new("pod", "default", "web-1")];
     assert_eq!(
         (
             web1.value["kind"].as_str(),
@@ -281,9 +282,9 @@ async fn watch_events_and_a_relist_after_gone_keep_the_desired_state_exact() {
     release.notify_one();
     let last = wait_for(&mut rx, |d| {
         d.objects
-            .contains_key(&plan::key("pod", "default", "web-3"))
+            .contains_key(&ObjectKey::new("pod", "default", "web-3"))
             && d.tombstones
-                .contains_key(&plan::key("configmap", "default", "old"))
+                .contains_key(&ObjectKey::new("configmap", "default", "old"))
     })
     .await;
     assert_eq!(
@@ -313,7 +314,7 @@ async fn watch_events_and_a_relist_after_gone_keep_the_desired_state_exact() {
     );
     // What edge-1 is sent for the change.
     let changes = plan::changes(&last, &a1, &plan::assign(&last));
-    let k = |kind: &str, name: &str| plan::key(kind, "default", name);
+    let k = |kind: &str, name: &str| ObjectKey::new(kind, "default", name);
     let mut want = vec![
         (
             "edge-1".to_owned(),

@@ -4,14 +4,14 @@
 
 mod support;
 
-use schema::records::{DeliveredObject, RingRecord};
+use schema::records::{DeliveredObject, DownRecord, UpRecord};
 use support::{Cloud, Hub, committed, dirs, downstream, example_manifests, key, upstream};
 
 fn row(node: &str, op: &str, obj: &str, rv: u64) -> (String, String, String, u64) {
     (node.into(), op.into(), obj.into(), rv)
 }
 
-fn count(records: &[(u16, RingRecord)], shards: u16, n: usize) -> bool {
+fn count(records: &[(u16, DownRecord)], shards: u16, n: usize) -> bool {
     downstream(records, shards).len() >= n
 }
 
@@ -131,7 +131,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
     assert_eq!(edge1.len(), 6);
     hub.push(
         0,
-        &RingRecord::Delivered {
+        &UpRecord::Delivered {
             node_id: "edge-1".into(),
             store_id: 0,
             objects: edge1,
@@ -193,7 +193,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
     // Reconnecting: the unacknowledged deletes again, nothing else.
     hub.push(
         0,
-        &RingRecord::Connected {
+        &UpRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 1,
             store_id: 0,
@@ -213,7 +213,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
         .collect();
     hub.push(
         0,
-        &RingRecord::Delivered {
+        &UpRecord::Delivered {
             node_id: "edge-1".into(),
             store_id: 0,
             objects: acks,
@@ -221,7 +221,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
     );
     hub.push(
         0,
-        &RingRecord::Connected {
+        &UpRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 2,
             store_id: 0,
@@ -230,7 +230,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
     // edge-2 connecting is handled after edge-1's: its records mark the end.
     hub.push(
         0,
-        &RingRecord::Connected {
+        &UpRecord::Connected {
             node_id: "edge-2".into(),
             at_ms: 3,
             store_id: 0,
@@ -275,8 +275,8 @@ fn ring_full_backs_off_and_delivers_everything_once_the_hub_reads() {
 }
 
 /// `record` (an `Upstream`) as sent from the store `id`.
-fn from_store(mut record: RingRecord, id: u64) -> RingRecord {
-    if let RingRecord::Upstream { store_id, .. } = &mut record {
+fn from_store(mut record: UpRecord, id: u64) -> UpRecord {
+    if let UpRecord::Upstream { store_id, .. } = &mut record {
         *store_id = id;
     }
     record
@@ -318,7 +318,7 @@ fn a_node_with_a_new_store_gets_everything_again_and_numbers_upstream_anew() {
     };
     hub.push(
         0,
-        &RingRecord::Connected {
+        &UpRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 1,
             store_id: 5,
@@ -326,7 +326,7 @@ fn a_node_with_a_new_store_gets_everything_again_and_numbers_upstream_anew() {
     );
     hub.push(
         0,
-        &RingRecord::Delivered {
+        &UpRecord::Delivered {
             node_id: "edge-1".into(),
             store_id: 5,
             objects: acks,
@@ -342,7 +342,7 @@ fn a_node_with_a_new_store_gets_everything_again_and_numbers_upstream_anew() {
     // upstream seq 1 is news, confirmed for that store.
     hub.push(
         0,
-        &RingRecord::Connected {
+        &UpRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 2,
             store_id: 6,
@@ -351,12 +351,12 @@ fn a_node_with_a_new_store_gets_everything_again_and_numbers_upstream_anew() {
     hub.push(0, &from_store(status(1), 6));
     let got = hub.take_until(|r| {
         r.iter().any(|(_, r)| {
-            matches!(r, RingRecord::Committed { node_id, store_id: 6, seq: 1 } if node_id == "edge-1")
+            matches!(r, DownRecord::Committed { node_id, store_id: 6, seq: 1 } if node_id == "edge-1")
         })
     });
     assert!(
         got.iter().any(
-            |(_, r)| matches!(r, RingRecord::ResyncStarted { node_id } if node_id == "edge-1")
+            |(_, r)| matches!(r, DownRecord::ResyncStarted { node_id } if node_id == "edge-1")
         ),
         "{got:?}"
     );

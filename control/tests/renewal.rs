@@ -59,11 +59,8 @@ fn renewal_with_the_current_certificate() {
     let (_, ca_cert) = X509Certificate::from_der(&ca).unwrap();
 
     // First join with a token that lives two seconds.
-    let tokens = control::token::Tokens::load(&data, &ca).unwrap();
-    let short = format!(
-        "Bearer {}",
-        tokens.issue(control::util::unix_ms() / 1000, 2)
-    );
+    let tokens = control::pki::token::Tokens::load(&data, &ca).unwrap();
+    let short = format!("Bearer {}", tokens.issue(clock::unix_ms() / 1000, 2));
     let join_hdrs = [("Authorization", short.as_str()), ("NodeName", "edge-1")];
     let (key1, csr1) = key_and_csr("edge-1");
     let (status, cert1) = request(&addr, &verified, "/edge.crt", &join_hdrs, &csr1).unwrap();
@@ -121,7 +118,7 @@ fn renewal_with_the_current_certificate() {
 
     // A certificate from another CA, for the same node name.
     let other = tempfile::tempdir().unwrap();
-    let other_ca = control::certs::Ca::load_or_create(other.path()).unwrap();
+    let other_ca = control::pki::certs::Ca::load_or_create(other.path()).unwrap();
     let (key_f, csr_f) = key_and_csr("edge-1");
     let foreign = other_ca.sign_csr("edge-1", &csr_f, 30).unwrap();
     let (_, csr) = key_and_csr("edge-1");

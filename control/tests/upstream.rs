@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 
-use schema::records::RingRecord;
+use schema::records::UpRecord;
 use support::{Cloud, Hub, committed, dirs, upstream};
 
 fn get(data: &std::path::Path, what: &str) -> Vec<Vec<String>> {
@@ -42,7 +42,7 @@ fn reports_become_status_and_are_committed() {
 
     hub.push(
         s1,
-        &RingRecord::Connected {
+        &UpRecord::Connected {
             node_id: "edge-1".into(),
             at_ms: 1,
             store_id: 0,
@@ -134,7 +134,7 @@ fn reports_become_status_and_are_committed() {
 
     hub.push(
         s1,
-        &RingRecord::Disconnected {
+        &UpRecord::Disconnected {
             node_id: "edge-1".into(),
             at_ms: 2,
             reason: u8::MAX,

@@ -3,7 +3,8 @@
 //!
 //! The glue maps a file (memmap2) and hands the mapping to [`Ring::new`];
 //! this module never opens or maps anything, and never sleeps. Records are
-//! byte strings (rkyv [`schema::records::RingRecord`]s in practice), copied in
+//! byte strings (rkyv [`schema::records::DownRecord`]s and
+//! [`schema::records::UpRecord`]s in practice), copied in
 //! by the producer and copied out by the consumer: no syscall while data
 //! flows.
 //!

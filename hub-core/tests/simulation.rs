@@ -134,15 +134,7 @@ struct Stats {
 }
 
 fn key(resource: &str) -> ObjectKey {
-    let mut parts = resource.splitn(3, '/');
-    let namespace = parts.next().unwrap_or_default().to_owned();
-    let kind = parts.next().unwrap_or_default().to_owned();
-    let name = parts.next().unwrap_or_default().to_owned();
-    ObjectKey {
-        kind,
-        namespace,
-        name,
-    }
+    ObjectKey::parse(resource).unwrap()
 }
 
 fn object_message(resource: &str, rv: u64, deleted: bool) -> Message {
@@ -665,7 +657,7 @@ impl World {
                 let n = node_index(&node);
                 self.observe_store(n, store_id);
                 for d in objects {
-                    let resource = format!("{}/{}/{}", d.key.namespace, d.key.kind, d.key.name);
+                    let resource = d.key.to_string();
                     self.control
                         .unflushed
                         .push(((n, resource), d.resource_version));

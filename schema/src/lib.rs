@@ -5,8 +5,9 @@
 //! `schema/fbs/link.fbs`), the sans-IO frame codec that cuts a byte stream into
 //! verified frames ([`codec`]), the message types shared by both ends
 //! ([`message`]), the rkyv records kept in LMDB and passed through the
-//! shared-memory rings ([`records`]), and the conversion to and from
-//! KubeEdge's Beehive message JSON ([`beehive`]).
+//! shared-memory rings ([`records`]; [`records::ObjectKey`] names an object
+//! everywhere), the kinds of object Apiary serves ([`kinds`]), and the
+//! conversion to and from KubeEdge's Beehive message JSON ([`beehive`]).
 //!
 //! It must never depend on an async runtime (glommio, monoio, tokio), do I/O,
 //! or read a clock: callers pass bytes and times in. CI checks the runtime rule.
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod beehive;
 pub mod codec;
 pub mod frames;
+pub mod kinds;
 pub mod message;
 pub mod records;
 

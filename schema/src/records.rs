@@ -42,6 +42,74 @@ pub struct ObjectKey {
     pub name: String,
 }
 
+/// Why text is not an [`ObjectKey`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// Not three `/`-separated parts.
+    Shape,
+    /// A part is empty or holds `/` or NUL.
+    Part { part: &'static str },
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shape => f.write_str("not namespace/kind/name"),
+            Self::Part { part } => write!(f, "the {part} is empty or holds '/' or NUL"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl ObjectKey {
+    /// The key of an object of `kind` (lowercase singular) named `name` in
+    /// `namespace`.
+    pub fn new(kind: &str, namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Reads `namespace/kind/name`, as message resources and checkpoint
+    /// copies write a key ([`ObjectKey`]'s `Display`).
+    pub fn parse(s: &str) -> Result<ObjectKey, KeyError> {
+        let mut parts = s.splitn(3, '/');
+        let (Some(namespace), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(KeyError::Shape);
+        };
+        let key = ObjectKey::new(kind, namespace, name);
+        key.validate()?;
+        Ok(key)
+    }
+
+    /// Whether every part is non-empty and free of `/` and NUL (which
+    /// separate parts in resources and store keys).
+    pub fn validate(&self) -> Result<(), KeyError> {
+        let bad = |s: &str| s.is_empty() || s.contains(['\0', '/']);
+        for (part, value) in [
+            ("namespace", &self.namespace),
+            ("kind", &self.kind),
+            ("name", &self.name),
+        ] {
+            if bad(value) {
+                return Err(KeyError::Part { part });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `namespace/kind/name`: the resource of the messages that carry the object.
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.namespace, self.kind, self.name)
+    }
+}
+
 /// An object as the edge's MetaManager stores it.
 #[derive(
     Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
@@ -77,18 +145,21 @@ pub struct DeliveredObject {
     pub resource_version: u64,
 }
 
-/// One record in a shared-memory ring between `cloudcontrol` and a shard.
+/// A record in a shared-memory ring from `cloudcontrol` to a shard.
+// Records are made once and encoded into a ring at once: a boxed message
+// would cost an allocation per record for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub enum RingRecord {
-    /// control → shard: deliver `message` to `node_id`, replacing any pending
-    /// version of `key`; sent at most once, and only while the node is
+pub enum DownRecord {
+    /// Deliver `message` to `node_id`, replacing any pending version of
+    /// `key`; sent at most once, and only while the node is
     /// connected, when `message.header.best_effort` is set.
     Downstream {
         node_id: String,
         key: ObjectKey,
         message: Message,
     },
-    /// control → shard: the control side took over `node_id`'s upstream
+    /// The control side took over `node_id`'s upstream
     /// messages up to `seq` from its store `store_id`, so the shard may
     /// acknowledge them to the edge (unless the node's store is another one
     /// by now).
@@ -97,26 +168,34 @@ pub enum RingRecord {
         store_id: u64,
         seq: u64,
     },
-    /// control → shard: a full snapshot of `node_id`'s objects follows.
+    /// A full snapshot of `node_id`'s objects follows.
     ResyncStarted { node_id: String },
-    /// shard → control: `node_id` sent `message` (its `header.seq` numbers
+}
+
+/// A record in a shared-memory ring from a shard to `cloudcontrol`.
+// Records are made once and encoded into a ring at once: a boxed message
+// would cost an allocation per record for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum UpRecord {
+    /// `node_id` sent `message` (its `header.seq` numbers
     /// it within the store `store_id`).
     Upstream {
         node_id: String,
         store_id: u64,
         message: Message,
     },
-    /// shard → control: `node_id` durably committed these object versions
+    /// `node_id` durably committed these object versions
     /// in its store `store_id`.
     Delivered {
         node_id: String,
         store_id: u64,
         objects: Vec<DeliveredObject>,
     },
-    /// shard → control: `node_id`'s queue overflowed or it lost committed
+    /// `node_id`'s queue overflowed or it lost committed
     /// data; send it a full snapshot.
     ResyncNeeded { node_id: String },
-    /// shard → control: `node_id` is connected (it completed a handshake)
+    /// `node_id` is connected (it completed a handshake)
     /// with its store `store_id` (0: the edge sends none). A store
     /// identity other than the one the control side knew means the node
     /// lost everything it committed.
@@ -125,7 +204,7 @@ pub enum RingRecord {
         at_ms: u64,
         store_id: u64,
     },
-    /// shard → control: `node_id`'s link closed with a `CloseReason` code
+    /// `node_id`'s link closed with a `CloseReason` code
     /// (`u8::MAX` when the transport was lost without a `Close`).
     Disconnected {
         node_id: String,

@@ -6,7 +6,8 @@ use proptest::prelude::*;
 use schema::fb::CloseReason;
 use schema::frames::{Close, Hello, Welcome};
 use schema::records::{
-    self, ArchivedStoredObject, DeliveredObject, ObjectKey, OutboxEntry, RingRecord, StoredObject,
+    self, ArchivedStoredObject, DeliveredObject, DownRecord, ObjectKey, OutboxEntry, StoredObject,
+    UpRecord,
 };
 use schema::{FrameDecoder, FrameEncoder, FrameView, Header, Message, Route, beehive};
 
@@ -214,18 +215,22 @@ proptest! {
         let entry = OutboxEntry { seq, created_ms, message: message.clone() };
         prop_assert_eq!(records::from_bytes::<OutboxEntry>(&records::to_bytes(&entry)).unwrap(), entry);
 
-        let record = match which {
-            0 => RingRecord::Downstream { node_id: node_id.clone(), key: ObjectKey { kind: "pod".into(), namespace: node_id, name: "web".into() }, message },
-            1 => RingRecord::Upstream { node_id, store_id: created_ms, message },
-            2 => RingRecord::Committed { node_id, store_id: created_ms, seq },
-            3 => RingRecord::Connected { node_id, at_ms: created_ms, store_id: seq },
-            4 => RingRecord::ResyncStarted { node_id },
-            5 => RingRecord::ResyncNeeded { node_id },
-            6 => RingRecord::Delivered { node_id, store_id: created_ms, objects: vec![DeliveredObject { key: ObjectKey::default(), resource_version: seq }] },
-            _ => RingRecord::Disconnected { node_id, at_ms: created_ms, reason: 2 },
+        let down = match which % 3 {
+            0 => DownRecord::Downstream { node_id: node_id.clone(), key: ObjectKey { kind: "pod".into(), namespace: node_id.clone(), name: "web".into() }, message: message.clone() },
+            1 => DownRecord::Committed { node_id: node_id.clone(), store_id: created_ms, seq },
+            _ => DownRecord::ResyncStarted { node_id: node_id.clone() },
         };
-        let bytes = records::to_bytes(&record);
-        prop_assert_eq!(records::from_bytes::<RingRecord>(&bytes).unwrap(), record);
+        let bytes = records::to_bytes(&down);
+        prop_assert_eq!(records::from_bytes::<DownRecord>(&bytes).unwrap(), down);
+        let up = match which % 5 {
+            0 => UpRecord::Upstream { node_id, store_id: created_ms, message },
+            1 => UpRecord::Connected { node_id, at_ms: created_ms, store_id: seq },
+            2 => UpRecord::ResyncNeeded { node_id },
+            3 => UpRecord::Delivered { node_id, store_id: created_ms, objects: vec![DeliveredObject { key: ObjectKey::default(), resource_version: seq }] },
+            _ => UpRecord::Disconnected { node_id, at_ms: created_ms, reason: 2 },
+        };
+        let bytes = records::to_bytes(&up);
+        prop_assert_eq!(records::from_bytes::<UpRecord>(&bytes).unwrap(), up);
     }
 
     #[test]

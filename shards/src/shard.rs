@@ -9,13 +9,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::task::Waker;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
+use clock::unix_ms;
 use hub_core::protocol::Millis;
 use hub_core::ring::RingError;
 use hub_core::{ConnId, Hub, HubConfig, HubEvent, shard_of};
 use rustc_hash::{FxHashMap, FxHashSet};
-use schema::records::{self, DeliveredObject, RingRecord};
+use schema::records::{self, DeliveredObject, DownRecord, UpRecord};
 use shm::RingFile;
 
 use crate::metrics::{ShardMetrics, close_index};
@@ -280,7 +281,7 @@ impl Shard {
     }
 
     fn handle_record(&mut self, bytes: &[u8]) {
-        let record = match records::from_bytes::<RingRecord>(bytes) {
+        let record = match records::from_bytes::<DownRecord>(bytes) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(shard = self.index, "unreadable ring record: {e}");
@@ -288,16 +289,9 @@ impl Shard {
             }
         };
         let node = match &record {
-            RingRecord::Downstream { node_id, .. }
-            | RingRecord::Committed { node_id, .. }
-            | RingRecord::ResyncStarted { node_id } => node_id,
-            other => {
-                tracing::error!(
-                    shard = self.index,
-                    "unexpected record from control: {other:?}"
-                );
-                return;
-            }
+            DownRecord::Downstream { node_id, .. }
+            | DownRecord::Committed { node_id, .. }
+            | DownRecord::ResyncStarted { node_id } => node_id,
         };
         if self.owner(node) != self.index {
             tracing::error!(
@@ -309,7 +303,7 @@ impl Shard {
             return;
         }
         match record {
-            RingRecord::Downstream {
+            DownRecord::Downstream {
                 node_id,
                 key,
                 message,
@@ -320,13 +314,12 @@ impl Shard {
                     tracing::warn!(node = node_id, "downstream message refused: {e}");
                 }
             }
-            RingRecord::Committed {
+            DownRecord::Committed {
                 node_id,
                 store_id,
                 seq,
             } => self.hub.handle_upstream_committed(&node_id, store_id, seq),
-            RingRecord::ResyncStarted { node_id } => self.hub.handle_resync_started(&node_id),
-            _ => {}
+            DownRecord::ResyncStarted { node_id } => self.hub.handle_resync_started(&node_id),
         }
     }
 
@@ -368,7 +361,7 @@ impl Shard {
                 if self.link_due(&node) {
                     return;
                 }
-                let record = RingRecord::Connected {
+                let record = UpRecord::Connected {
                     node_id: node.to_string(),
                     at_ms,
                     store_id,
@@ -384,7 +377,7 @@ impl Shard {
                 if self.link_due(&node) {
                     return;
                 }
-                let record = RingRecord::Disconnected {
+                let record = UpRecord::Disconnected {
                     node_id: node.to_string(),
                     at_ms,
                     reason: reason.map_or(u8::MAX, |r| r.0),
@@ -398,7 +391,7 @@ impl Shard {
             } => {
                 ShardMetrics::add(&m.messages_in, 1);
                 read_at = self.read_at;
-                let record = RingRecord::Upstream {
+                let record = UpRecord::Upstream {
                     node_id: node.to_string(),
                     store_id,
                     message,
@@ -418,7 +411,7 @@ impl Shard {
                         resource_version: d.resource_version,
                     })
                     .collect();
-                let record = RingRecord::Delivered {
+                let record = UpRecord::Delivered {
                     node_id: node.to_string(),
                     store_id,
                     objects,
@@ -426,7 +419,7 @@ impl Shard {
                 (record, false)
             }
             HubEvent::ResyncNeeded { node } => {
-                let record = RingRecord::ResyncNeeded {
+                let record = UpRecord::ResyncNeeded {
                     node_id: node.to_string(),
                 };
                 (record, true)
@@ -466,12 +459,12 @@ impl Shard {
             self.links_due_set.remove(&node);
             let at_ms = unix_ms();
             let record = match self.hub.link_state(&node) {
-                Some((true, store_id)) => RingRecord::Connected {
+                Some((true, store_id)) => UpRecord::Connected {
                     node_id: node.to_string(),
                     at_ms,
                     store_id,
                 },
-                _ => RingRecord::Disconnected {
+                _ => UpRecord::Disconnected {
                     node_id: node.to_string(),
                     at_ms,
                     reason: u8::MAX,
@@ -537,10 +530,4 @@ fn frames_in(bytes: &[u8]) -> u64 {
 
 fn set_used(gauge: &AtomicU64, used: u64) {
     ShardMetrics::set(gauge, used);
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hub_core::link::LinkEvent;
 use schema::fb::CloseReason;
-use schema::records::{self, RingRecord};
+use schema::records::{self, DownRecord, UpRecord};
 use support::{Edge, HubProcess, Pki, collect_until, downstream, metric_value, pump_all};
 
 fn node_names(n: usize) -> Vec<String> {
@@ -104,10 +104,10 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
         let content = format!("status of {}", e.node);
         e.send_upstream(1, content.as_bytes());
     }
-    let mut seen: Vec<(usize, RingRecord)> = Vec::new();
-    let upstream = |seen: &[(usize, RingRecord)]| {
+    let mut seen: Vec<(usize, UpRecord)> = Vec::new();
+    let upstream = |seen: &[(usize, UpRecord)]| {
         seen.iter()
-            .filter(|(_, r)| matches!(r, RingRecord::Upstream { .. }))
+            .filter(|(_, r)| matches!(r, UpRecord::Upstream { .. }))
             .count()
     };
     // Keep the edges pumping while collecting (they must send).
@@ -124,7 +124,7 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
     let mut upstream_of: BTreeMap<String, usize> = BTreeMap::new();
     for (shard, record) in &seen {
         let node = match record {
-            RingRecord::Upstream {
+            UpRecord::Upstream {
                 node_id, message, ..
             } => {
                 assert_eq!(message.content, format!("status of {node_id}").as_bytes());
@@ -132,8 +132,8 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
                 *upstream_of.entry(node_id.clone()).or_default() += 1;
                 node_id
             }
-            RingRecord::Connected { node_id, .. } => node_id,
-            RingRecord::Delivered {
+            UpRecord::Connected { node_id, .. } => node_id,
+            UpRecord::Delivered {
                 node_id, objects, ..
             } => {
                 assert_eq!(objects.len(), 1);
@@ -160,7 +160,7 @@ fn edges_on_every_shard_exchange_messages_with_the_rings() {
 
     // The control side commits the upstream messages: each edge hears it.
     for node in &nodes {
-        let record = records::to_bytes(&RingRecord::Committed {
+        let record = records::to_bytes(&DownRecord::Committed {
             node_id: node.clone(),
             store_id: 0,
             seq: 1,
@@ -195,13 +195,13 @@ fn upstream_records_arrive_in_the_owner_shards_ring_only() {
             "connected records",
             |seen| {
                 seen.iter()
-                    .filter(|r| matches!(r, RingRecord::Connected { .. }))
+                    .filter(|r| matches!(r, UpRecord::Connected { .. }))
                     .count()
                     >= expected.len()
             },
         );
         for r in &seen {
-            if let RingRecord::Connected { node_id, .. } = r {
+            if let UpRecord::Connected { node_id, .. } = r {
                 assert!(expected.contains(node_id), "{node_id} on shard {shard}");
             }
         }
@@ -269,7 +269,7 @@ fn a_reconnecting_node_resumes_without_committed_messages() {
     collect_until(std::slice::from_ref(&ring), &mut seen, "deliveries", |s| {
         s.iter()
             .filter_map(|r| match r {
-                RingRecord::Delivered { objects, .. } => Some(objects.len()),
+                UpRecord::Delivered { objects, .. } => Some(objects.len()),
                 _ => None,
             })
             .sum::<usize>()
@@ -427,7 +427,7 @@ fn control_child() {
     // or while this one pushes.
     let mut take_upstream = |out: &mut std::io::Stdout| {
         for record in support::drain(&ring) {
-            if let RingRecord::Upstream {
+            if let UpRecord::Upstream {
                 node_id, message, ..
             } = record
             {
@@ -562,12 +562,12 @@ fn killing_the_control_side_loses_nothing() {
 }
 
 /// The last link state each node's records report, in ring order.
-fn link_states(seen: &[RingRecord]) -> BTreeMap<String, bool> {
+fn link_states(seen: &[UpRecord]) -> BTreeMap<String, bool> {
     let mut state = BTreeMap::new();
     for r in seen {
         match r {
-            RingRecord::Connected { node_id, .. } => state.insert(node_id.clone(), true),
-            RingRecord::Disconnected { node_id, .. } => state.insert(node_id.clone(), false),
+            UpRecord::Connected { node_id, .. } => state.insert(node_id.clone(), true),
+            UpRecord::Disconnected { node_id, .. } => state.insert(node_id.clone(), false),
             _ => None,
         };
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use schema::records::{self, ObjectKey, RingRecord};
+use schema::records::{self, DownRecord, ObjectKey, UpRecord};
 use schema::{Header, Message, Route};
 
 use super::stats::{Stats, now_ns, stamp, stamped_at};
@@ -71,8 +71,8 @@ fn run(
         let mut took = 0;
         while let Ok(true) = ring.pop_and_wake(&mut buf) {
             took += 1;
-            match records::from_bytes::<RingRecord>(&buf) {
-                Ok(RingRecord::Upstream {
+            match records::from_bytes::<UpRecord>(&buf) {
+                Ok(UpRecord::Upstream {
                     node_id, message, ..
                 }) => {
                     let seen = upstream_seen.entry(node_id.clone()).or_default();
@@ -90,15 +90,15 @@ fn run(
                         to_commit.push(node_id);
                     }
                 }
-                Ok(RingRecord::Delivered { objects, .. }) => {
+                Ok(UpRecord::Delivered { objects, .. }) => {
                     counters
                         .delivered
                         .fetch_add(objects.len() as u64, Ordering::Relaxed);
                 }
-                Ok(RingRecord::Connected { .. }) => {
+                Ok(UpRecord::Connected { .. }) => {
                     counters.connected.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(RingRecord::Disconnected { .. }) => {
+                Ok(UpRecord::Disconnected { .. }) => {
                     counters.disconnected.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(_) => {}
@@ -109,7 +109,7 @@ fn run(
         to_commit.dedup();
         for node in to_commit.drain(..) {
             let seq = upstream_seen[&node];
-            let record = records::to_bytes(&RingRecord::Committed {
+            let record = records::to_bytes(&DownRecord::Committed {
                 node_id: node,
                 // fleetbench's edges send no store identity.
                 store_id: 0,
@@ -180,7 +180,7 @@ fn record(node: &str, name: String, content: Vec<u8>) -> Vec<u8> {
         },
         content,
     };
-    records::to_bytes(&RingRecord::Downstream {
+    records::to_bytes(&DownRecord::Downstream {
         node_id: node.to_owned(),
         key: ObjectKey {
             kind: "configmap".into(),

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use schema::records::{self, ObjectKey, RingRecord};
+use schema::records::{self, DownRecord, ObjectKey, UpRecord};
 use shm::{RingFile, RingSize, Role};
 
 pub mod https;
@@ -117,12 +117,12 @@ impl Hub {
     }
 
     /// Every record waiting now, with its shard.
-    pub fn take_all(&self) -> Vec<(u16, RingRecord)> {
+    pub fn take_all(&self) -> Vec<(u16, DownRecord)> {
         let mut out = Vec::new();
         let mut buf = Vec::new();
         for (i, f) in self.files.iter().enumerate() {
             while f.pop_and_wake(&mut buf).unwrap() {
-                out.push((i as u16, records::from_bytes::<RingRecord>(&buf).unwrap()));
+                out.push((i as u16, records::from_bytes::<DownRecord>(&buf).unwrap()));
             }
         }
         out
@@ -132,8 +132,8 @@ impl Hub {
     /// 20 s.
     pub fn take_until(
         &self,
-        done: impl Fn(&[(u16, RingRecord)]) -> bool,
-    ) -> Vec<(u16, RingRecord)> {
+        done: impl Fn(&[(u16, DownRecord)]) -> bool,
+    ) -> Vec<(u16, DownRecord)> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut got = Vec::new();
         loop {
@@ -146,7 +146,7 @@ impl Hub {
         }
     }
 
-    pub fn push(&self, shard: u16, record: &RingRecord) {
+    pub fn push(&self, shard: u16, record: &UpRecord) {
         self.files[usize::from(shard)]
             .push_and_wake(&records::to_bytes(record))
             .unwrap();
@@ -155,13 +155,13 @@ impl Hub {
 
 /// A downstream record, summarised: (node, operation, kind/name, rv).
 pub fn downstream(
-    records: &[(u16, RingRecord)],
+    records: &[(u16, DownRecord)],
     shards: u16,
 ) -> Vec<(String, String, String, u64)> {
     let mut out: Vec<_> = records
         .iter()
         .filter_map(|(shard, r)| match r {
-            RingRecord::Downstream {
+            DownRecord::Downstream {
                 node_id,
                 key,
                 message,
@@ -171,10 +171,7 @@ pub fn downstream(
                     hub_core::shard_of(node_id, shards),
                     "{node_id} on the wrong shard"
                 );
-                assert_eq!(
-                    message.route.resource,
-                    format!("{}/{}/{}", key.namespace, key.kind, key.name)
-                );
+                assert_eq!(message.route.resource, key.to_string());
                 assert_eq!(message.route.source, "edgecontroller");
                 assert_eq!(message.header.resource_version, rv_of(message));
                 Some((
@@ -229,8 +226,8 @@ pub fn dirs(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 /// An upstream message from `node`, as a shard passes it on.
-pub fn upstream(node: &str, seq: u64, source: &str, resource: &str, content: &str) -> RingRecord {
-    RingRecord::Upstream {
+pub fn upstream(node: &str, seq: u64, source: &str, resource: &str, content: &str) -> UpRecord {
+    UpRecord::Upstream {
         node_id: node.into(),
         store_id: 0,
         message: schema::Message {
@@ -251,8 +248,8 @@ pub fn upstream(node: &str, seq: u64, source: &str, resource: &str, content: &st
 }
 
 /// Whether `records` hold a `Committed` for `node` at exactly `seq`.
-pub fn committed(records: &[(u16, RingRecord)], node: &str, seq: u64) -> bool {
+pub fn committed(records: &[(u16, DownRecord)], node: &str, seq: u64) -> bool {
     records
         .iter()
-        .any(|(_, r)| matches!(r, RingRecord::Committed { node_id, seq: s, .. } if node_id == node && *s == seq))
+        .any(|(_, r)| matches!(r, DownRecord::Committed { node_id, seq: s, .. } if node_id == node && *s == seq))
 }

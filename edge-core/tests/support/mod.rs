@@ -250,7 +250,7 @@ pub fn downstream(op: &str, key: &ObjectKey, rv: u64, content: String) -> Messag
             source: "edgecontroller".into(),
             group: "resource".into(),
             operation: op.into(),
-            resource: format!("{}/{}/{}", key.namespace, key.kind, key.name),
+            resource: key.to_string(),
             ..Route::default()
         },
         content: content.into_bytes(),

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use schema::records::{self, OutboxEntry, RingRecord, StoredObject};
+use schema::records::{self, DownRecord, OutboxEntry, StoredObject, UpRecord};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(object) = records::from_bytes::<StoredObject>(data) {
@@ -18,9 +18,15 @@ fuzz_target!(|data: &[u8]| {
             entry
         );
     }
-    if let Ok(record) = records::from_bytes::<RingRecord>(data) {
+    if let Ok(record) = records::from_bytes::<DownRecord>(data) {
         assert_eq!(
-            records::from_bytes::<RingRecord>(&records::to_bytes(&record)).unwrap(),
+            records::from_bytes::<DownRecord>(&records::to_bytes(&record)).unwrap(),
+            record
+        );
+    }
+    if let Ok(record) = records::from_bytes::<UpRecord>(data) {
+        assert_eq!(
+            records::from_bytes::<UpRecord>(&records::to_bytes(&record)).unwrap(),
             record
         );
     }

@@ -23,7 +23,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use schema::fb::CloseReason;
-use schema::records::{self, ObjectKey, RingRecord};
+use schema::records::{self, DownRecord, ObjectKey, UpRecord};
 use schema::{Header, Message, Route};
 
 /// Data bytes of each ring in the tests' hubs.
@@ -368,7 +368,7 @@ pub fn downstream(node: &str, name: &str, resource_version: u64, content: &[u8])
         },
         content: content.to_vec(),
     };
-    records::to_bytes(&RingRecord::Downstream {
+    records::to_bytes(&DownRecord::Downstream {
         node_id: node.into(),
         key,
         message,
@@ -377,11 +377,11 @@ pub fn downstream(node: &str, name: &str, resource_version: u64, content: &[u8])
 }
 
 /// Every record waiting in `ring`'s inbound side.
-pub fn drain(ring: &shm::RingFile) -> Vec<RingRecord> {
+pub fn drain(ring: &shm::RingFile) -> Vec<UpRecord> {
     let mut out = Vec::new();
     let mut buf = Vec::new();
     while ring.pop_and_wake(&mut buf).unwrap() {
-        out.push(records::from_bytes::<RingRecord>(&buf).unwrap());
+        out.push(records::from_bytes::<UpRecord>(&buf).unwrap());
     }
     out
 }
@@ -390,9 +390,9 @@ pub fn drain(ring: &shm::RingFile) -> Vec<RingRecord> {
 /// futexes in between.
 pub fn collect_until(
     rings: &[shm::RingFile],
-    seen: &mut Vec<RingRecord>,
+    seen: &mut Vec<UpRecord>,
     what: &str,
-    done: impl Fn(&[RingRecord]) -> bool,
+    done: impl Fn(&[UpRecord]) -> bool,
 ) {
     let deadline = Instant::now() + PATIENCE;
     loop {

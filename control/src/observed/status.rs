@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::util::{age, parse_rfc3339, rfc3339, unix_ms, write_atomic};
+use clock::{age, parse_rfc3339, rfc3339, unix_ms};
+
+use crate::util::write_atomic;
 
 /// Why a status file could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +296,7 @@ impl StatusDir {
 
 fn node_object(node: &str, conditions: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": node, "labels": {crate::plan::EDGE_LABEL: ""}},
+        "metadata": {"name": node, "labels": {crate::core::plan::EDGE_LABEL: ""}},
         "status": {"conditions": conditions}})
 }
 

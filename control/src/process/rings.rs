@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use schema::records::{self, RingRecord};
+use schema::records::{self, DownRecord, UpRecord};
 use shm::{Cursor, RingError, RingFile, RingSize, Role, Waiter};
 
 /// Why the rings could not be opened or read.
@@ -63,7 +63,7 @@ impl Rings {
     }
 
     /// Queues `record` for `shard` and pushes what fits.
-    pub fn push(&mut self, shard: u16, record: &RingRecord) {
+    pub fn push(&mut self, shard: u16, record: &DownRecord) {
         let shard = usize::from(shard);
         let Some(pending) = self.pending.get_mut(shard) else {
             tracing::error!(shard, "record for a shard that does not exist: dropped");
@@ -101,7 +101,7 @@ impl Rings {
         &mut self,
         shard: usize,
         max: usize,
-    ) -> Result<(Vec<RingRecord>, Option<Cursor>), RingsError> {
+    ) -> Result<(Vec<UpRecord>, Option<Cursor>), RingsError> {
         let file = &self.files[shard];
         let mut out = Vec::new();
         let mut cursor = None;
@@ -109,7 +109,7 @@ impl Rings {
             match file.inbound().read(cursor, &mut self.buf) {
                 Ok(Some(c)) => {
                     cursor = Some(c);
-                    match records::from_bytes::<RingRecord>(&self.buf) {
+                    match records::from_bytes::<UpRecord>(&self.buf) {
                         Ok(r) => out.push(r),
                         Err(e) => tracing::error!(shard, "unreadable record from the shard: {e}"),
                     }

@@ -24,22 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use schema::kinds::{self, CLUSTER_NAMESPACE};
 use schema::records::ObjectKey;
 use serde_json::Value;
 
 use crate::checkpoint::{Store, StoreError, VersionEntry};
-use crate::plan::{CLUSTER_NAMESPACE, Desired, DesiredObject, kind};
-
-/// The Kubernetes kinds this source understands, with their lowercase kind
-/// and whether they are namespaced.
-const KINDS: &[(&str, &str, bool)] = &[
-    ("Node", kind::NODE, false),
-    ("Pod", kind::POD, true),
-    ("ConfigMap", kind::CONFIGMAP, true),
-    ("Secret", kind::SECRET, true),
-    ("Device", kind::DEVICE, true),
-    ("DeviceModel", kind::DEVICEMODEL, true),
-];
+use crate::core::plan::{Desired, DesiredObject};
 
 /// Something wrong with a manifest file; reported, never fatal.
 #[derive(Debug, thiserror::Error)]
@@ -105,31 +95,13 @@ impl ManifestDir {
         let mut errors = Vec::new();
         let mut changed = !self.scanned;
         self.scanned = true;
-        let listing = match std::fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(source) => {
-                errors.push(ManifestError::Read {
-                    path: self.dir.clone(),
-                    source,
-                });
+        let seen = match self.list() {
+            Ok(seen) => seen,
+            Err(e) => {
+                errors.push(e);
                 return (None, errors);
             }
         };
-        let mut seen = BTreeMap::new();
-        for entry in listing.flatten() {
-            let path = entry.path();
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            if !matches!(ext, "yaml" | "yml" | "json") {
-                continue;
-            }
-            // Follows symlinks, as ConfigMap volumes need.
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            if meta.is_file() {
-                seen.insert(path, (meta.modified().ok(), meta.len()));
-            }
-        }
         let before = self.files.len();
         self.files.retain(|p, _| seen.contains_key(p));
         changed |= self.files.len() != before;
@@ -155,18 +127,47 @@ impl ManifestDir {
                     previous.unwrap_or_default()
                 }
             };
-            self.files.insert(
-                path,
-                FileState {
-                    modified,
-                    len,
-                    objects,
-                },
-            );
+            let state = FileState {
+                modified,
+                len,
+                objects,
+            };
+            self.files.insert(path, state);
         }
         if !changed {
             return (None, errors);
         }
+        (Some(self.objects(&mut errors)), errors)
+    }
+
+    /// The manifest files of the directory, with their modification time
+    /// and length.
+    fn list(&self) -> Result<BTreeMap<PathBuf, (Option<SystemTime>, u64)>, ManifestError> {
+        let listing = std::fs::read_dir(&self.dir).map_err(|source| ManifestError::Read {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut seen = BTreeMap::new();
+        for entry in listing.flatten() {
+            let path = entry.path();
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if !matches!(ext, "yaml" | "yml" | "json") {
+                continue;
+            }
+            // Follows symlinks, as ConfigMap volumes need.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_file() {
+                seen.insert(path, (meta.modified().ok(), meta.len()));
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Every object of every file; of one defined twice, the first by file
+    /// name (the other is reported).
+    fn objects(&self, errors: &mut Vec<ManifestError>) -> Vec<ParsedObject> {
         let mut all: BTreeMap<ObjectKey, (&Path, ParsedObject)> = BTreeMap::new();
         for (path, f) in &self.files {
             for o in &f.objects {
@@ -184,7 +185,7 @@ impl ManifestDir {
                 }
             }
         }
-        (Some(all.into_values().map(|(_, o)| o).collect()), errors)
+        all.into_values().map(|(_, o)| o).collect()
     }
 }
 
@@ -226,8 +227,8 @@ fn object(mut value: Value) -> Result<ParsedObject, String> {
     let Some(kind_name) = value.get("kind").and_then(Value::as_str) else {
         return Err("no kind".into());
     };
-    let Some(&(_, kind, namespaced)) = KINDS.iter().find(|(k, _, _)| *k == kind_name) else {
-        let known: Vec<&str> = KINDS.iter().map(|k| k.0).collect();
+    let Some(served) = kinds::by_type_name(kind_name) else {
+        let known: Vec<&str> = kinds::SERVED.iter().map(|k| k.type_name).collect();
         return Err(format!(
             "unknown kind {kind_name:?} (known: {})",
             known.join(", ")
@@ -237,7 +238,8 @@ fn object(mut value: Value) -> Result<ParsedObject, String> {
         Some(n) if !n.is_empty() => n.to_owned(),
         _ => return Err(format!("{kind_name} without metadata.name")),
     };
-    let namespace = if namespaced {
+    let kind_name = served.type_name;
+    let namespace = if served.namespaced {
         let ns = value
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
@@ -248,14 +250,10 @@ fn object(mut value: Value) -> Result<ParsedObject, String> {
     } else {
         CLUSTER_NAMESPACE.to_owned()
     };
-    Ok(ParsedObject {
-        key: ObjectKey {
-            kind: kind.to_owned(),
-            namespace,
-            name,
-        },
-        value,
-    })
+    let key = ObjectKey::new(served.kind, &namespace, &name);
+    key.validate()
+        .map_err(|e| format!("{kind_name} {namespace}/{name}: {e}"))?;
+    Ok(ParsedObject { key, value })
 }
 
 /// Persistent resourceVersions for manifest objects.
@@ -279,7 +277,7 @@ impl Versions {
     /// this returns.
     pub fn apply(
         &mut self,
-        store: &mut Store,
+        store: &Store,
         objects: Vec<ParsedObject>,
     ) -> Result<Desired, StoreError> {
         let mut changed = Vec::new();
@@ -331,6 +329,8 @@ fn stamp(value: &mut Value, key: &ObjectKey, rv: u64) {
     };
     meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
     if !meta.contains_key("uid") {
+        // Seeded with kind/namespace/name (not the key's text, which puts
+        // the namespace first): uids already handed out stay the same.
         let h = crate::util::hex(&crate::util::sha256(
             format!("{}/{}/{}", key.kind, key.namespace, key.name).as_bytes(),
         ));
@@ -402,40 +402,34 @@ mod tests {
     fn versions_are_stable_for_unchanged_objects_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let obj = |name: &str, data: &str| ParsedObject {
-            key: crate::plan::key("configmap", "default", name),
+            key: ObjectKey::new("configmap", "default", name),
             value: serde_json::json!({"kind":"ConfigMap","metadata":{"name":name},"data":{"k":data}}),
         };
-        let rv = |d: &Desired, n: &str| d.objects[&crate::plan::key("configmap", "default", n)].rv;
+        let rv = |d: &Desired, n: &str| d.objects[&ObjectKey::new("configmap", "default", n)].rv;
         {
-            let mut store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path()).unwrap();
             let mut v = Versions::load(&store).unwrap();
-            let d = v
-                .apply(&mut store, vec![obj("a", "1"), obj("b", "1")])
-                .unwrap();
+            let d = v.apply(&store, vec![obj("a", "1"), obj("b", "1")]).unwrap();
             assert_eq!((rv(&d, "a"), rv(&d, "b")), (1, 2));
             assert_eq!(
-                d.objects[&crate::plan::key("configmap", "default", "a")].value["metadata"]["resourceVersion"],
+                d.objects[&ObjectKey::new("configmap", "default", "a")].value["metadata"]["resourceVersion"],
                 "1"
             );
         }
-        let mut store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let mut v = Versions::load(&store).unwrap();
-        let d = v
-            .apply(&mut store, vec![obj("a", "1"), obj("b", "2")])
-            .unwrap();
+        let d = v.apply(&store, vec![obj("a", "1"), obj("b", "2")]).unwrap();
         assert_eq!(
             (rv(&d, "a"), rv(&d, "b")),
             (1, 3),
             "unchanged keeps, changed moves on"
         );
-        let d = v.apply(&mut store, vec![obj("b", "2")]).unwrap();
+        let d = v.apply(&store, vec![obj("b", "2")]).unwrap();
         assert_eq!(
-            d.tombstones[&crate::plan::key("configmap", "default", "a")],
+            d.tombstones[&ObjectKey::new("configmap", "default", "a")],
             4
         );
-        let d = v
-            .apply(&mut store, vec![obj("a", "1"), obj("b", "2")])
-            .unwrap();
+        let d = v.apply(&store, vec![obj("a", "1"), obj("b", "2")]).unwrap();
         assert_eq!(
             rv(&d, "a"),
             5,

@@ -21,12 +21,11 @@ pub(crate) const RING_BYTES: usize = 1 << 20;
 /// Lines of a process's log printed when a test fails.
 const LOG_TAIL: usize = 60;
 
-/// A binary of the workspace, built beside this test's `fleetbench`.
+/// A binary of the workspace, from the build this test is part of: tests
+/// run from `target/<profile>/deps/`, binaries sit in `target/<profile>/`.
 pub(crate) fn binary(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_fleetbench"))
-        .parent()
-        .unwrap()
-        .to_owned();
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -19,18 +19,7 @@ use serde_json::Value;
 /// The label that makes a Node an edge node.
 pub const EDGE_LABEL: &str = "node-role.kubernetes.io/edge";
 
-/// Namespace given to cluster-scoped objects (the Node), as KubeEdge does.
-pub const CLUSTER_NAMESPACE: &str = "default";
-
-/// Lowercase singular kinds, as in message resources and [`ObjectKey`]s.
-pub mod kind {
-    pub const NODE: &str = "node";
-    pub const POD: &str = "pod";
-    pub const CONFIGMAP: &str = "configmap";
-    pub const SECRET: &str = "secret";
-    pub const DEVICE: &str = "device";
-    pub const DEVICEMODEL: &str = "devicemodel";
-}
+pub use schema::kinds::{self as kind, CLUSTER_NAMESPACE};
 
 /// One object of the desired state, with its resourceVersion.
 #[derive(Debug, Clone)]
@@ -90,15 +79,6 @@ impl fmt::Display for Problem {
 /// `kind namespace/name`, for logs.
 pub fn show(key: &ObjectKey) -> String {
     format!("{} {}/{}", key.kind, key.namespace, key.name)
-}
-
-/// The key of an object of `kind` (lowercase) named `name` in `namespace`.
-pub fn key(kind: &str, namespace: &str, name: &str) -> ObjectKey {
-    ObjectKey {
-        kind: kind.to_owned(),
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-    }
 }
 
 /// What to send one node.
@@ -171,7 +151,7 @@ pub fn pod_references(namespace: &str, pod: &Value) -> BTreeSet<ObjectKey> {
     let mut refs = BTreeSet::new();
     let mut add = |kind: &str, name: Option<&Value>| {
         if let Some(name) = name.and_then(Value::as_str) {
-            refs.insert(key(kind, namespace, name));
+            refs.insert(ObjectKey::new(kind, namespace, name));
         }
     };
     let spec = &pod["spec"];
@@ -216,7 +196,7 @@ pub fn device_references(namespace: &str, device: &Value) -> BTreeSet<ObjectKey>
     device
         .pointer("/spec/deviceModelRef/name")
         .and_then(Value::as_str)
-        .map(|name| key(kind::DEVICEMODEL, namespace, name))
+        .map(|name| ObjectKey::new(kind::DEVICEMODEL, namespace, name))
         .into_iter()
         .collect()
 }
@@ -262,6 +242,26 @@ pub fn delete_version(desired: &Desired, key: &ObjectKey, have: u64) -> u64 {
     have.max(current).max(gone)
 }
 
+/// What to send a node whose holdings are in doubt (a resync after its
+/// queue overflowed or it lost data): every object of `want`, as inserts,
+/// and deletes of what its checkpoint `have` lists beyond them.
+pub fn snapshot(
+    want: &NodeObjects,
+    have: &NodeObjects,
+    delete_rv: impl Fn(&ObjectKey, u64) -> u64,
+) -> Vec<Action> {
+    let mut actions = diff(want, &NodeObjects::new(), &delete_rv);
+    actions.extend(
+        (have.iter())
+            .filter(|(k, _)| !want.contains_key(*k))
+            .map(|(k, &h)| Action::Delete {
+                key: k.clone(),
+                rv: delete_rv(k, h),
+            }),
+    );
+    actions
+}
+
 /// Every node named in either assignment, with what changed for it from
 /// `old` to `new`.
 pub fn changes(desired: &Desired, old: &Assignment, new: &Assignment) -> Vec<(String, Action)> {
@@ -285,7 +285,7 @@ mod tests {
 
     fn obj(d: &mut Desired, kind: &str, ns: &str, rv: u64, value: Value) -> ObjectKey {
         let name = value["metadata"]["name"].as_str().unwrap().to_owned();
-        let k = key(kind, ns, &name);
+        let k = ObjectKey::new(kind, ns, &name);
         let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap().into();
         d.objects
             .insert(k.clone(), DesiredObject { rv, value, content });
@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn diff_sends_missing_and_newer_and_deletes_the_rest() {
-        let k = |n: &str| key(kind::POD, "default", n);
+        let k = |n: &str| ObjectKey::new(kind::POD, "default", n);
         let want = NodeObjects::from([(k("a"), 5), (k("b"), 7), (k("c"), 2)]);
         let have = NodeObjects::from([(k("b"), 6), (k("c"), 2), (k("gone"), 3)]);
         let actions = diff(&want, &have, |_, h| h + 100);
@@ -482,7 +482,7 @@ mod tests {
         let old_d = sample();
         let old = assign(&old_d);
         let mut d = old_d.clone();
-        let web = key(kind::POD, "default", "web");
+        let web = ObjectKey::new(kind::POD, "default", "web");
         let o = d.objects.get_mut(&web).unwrap();
         o.value["spec"]["nodeName"] = json!("edge-2");
         o.rv = 20;
@@ -515,7 +515,7 @@ mod tests {
         let old_d = sample();
         let old = assign(&old_d);
         let mut d = old_d.clone();
-        let cfg = key(kind::CONFIGMAP, "default", "cfg");
+        let cfg = ObjectKey::new(kind::CONFIGMAP, "default", "cfg");
         d.objects.remove(&cfg);
         d.tombstones.insert(cfg.clone(), 30);
         let ch = changes(&d, &old, &assign(&d));
@@ -530,7 +530,7 @@ mod tests {
         let old_d = sample();
         let old = assign(&old_d);
         let mut d = old_d.clone();
-        let n = key(kind::NODE, CLUSTER_NAMESPACE, "edge-2");
+        let n = ObjectKey::new(kind::NODE, CLUSTER_NAMESPACE, "edge-2");
         d.objects.get_mut(&n).unwrap().value["metadata"]["labels"] = json!({});
         let new = assign(&d);
         assert_eq!(
@@ -544,5 +544,32 @@ mod tests {
         let d = sample();
         let a = assign(&d);
         assert!(changes(&d, &a, &a).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_sends_everything_and_deletes_what_the_checkpoint_lists_beyond() {
+        let k = |n: &str| ObjectKey::new(kind::POD, "default", n);
+        let want: NodeObjects = [(k("a"), 5), (k("b"), 2)].into();
+        let have: NodeObjects = [(k("a"), 5), (k("gone"), 7)].into();
+        assert_eq!(
+            snapshot(&want, &have, |_, h| h + 1),
+            [
+                Action::Upsert {
+                    key: k("a"),
+                    rv: 5,
+                    insert: true
+                },
+                Action::Upsert {
+                    key: k("b"),
+                    rv: 2,
+                    insert: true
+                },
+                Action::Delete {
+                    key: k("gone"),
+                    rv: 8
+                },
+            ],
+            "what the node holds at the same version is sent again"
+        );
     }
 }

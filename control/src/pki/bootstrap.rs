@@ -10,7 +10,7 @@
 //! and still valid (401 otherwise, with the reason); the CSR's CN and
 //! NodeName, if given, must be the node that certificate names (403). The
 //! TLS server asks for a client certificate without requiring one; see
-//! [`crate::client_auth`].
+//! [`super::client_auth`].
 //!
 //! A few lines of HTTP/1.1 over `httparse` rather than a web framework:
 //! three routes, one request per connection (`Connection: close`), bounded
@@ -27,9 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::certs::{Ca, SignError};
-use crate::client_auth::{EdgeCerts, OptionalClientCert};
-use crate::token::Tokens;
+use super::certs::{Ca, SignError};
+use super::client_auth::{EdgeCerts, OptionalClientCert};
+use super::token::Tokens;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 << 10;
@@ -257,7 +257,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<Boot
                 let resp = match read_request(&mut tls).await {
                     Ok(mut req) => {
                         req.peer_certs = peer_certs;
-                        state.handle(&req, &peer, crate::util::unix_ms() / 1000)
+                        state.handle(&req, &peer, clock::unix_ms() / 1000)
                     }
                     Err(resp) => resp,
                 };

@@ -14,7 +14,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer};
 
-use crate::util::unix_ms;
+use clock::unix_ms;
 
 /// Why the CA or the server certificate could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,7 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), CaError> {
 
 /// `(year, month, day)` of `ms` since the epoch.
 fn ymd(ms: u64) -> (i32, u8, u8) {
-    let s = crate::util::rfc3339(ms);
+    let s = clock::rfc3339(ms);
     let n = |r: std::ops::Range<usize>| s[r].parse::<i32>().unwrap_or(1);
     (n(0..4), n(5..7) as u8, n(8..10) as u8)
 }

@@ -22,24 +22,15 @@ use ::kube::runtime::watcher::{self, Event, watcher};
 use ::kube::{Api, Client, Resource};
 use futures::{FutureExt, StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use schema::kinds::{self as kind, CLUSTER_NAMESPACE};
 use schema::records::ObjectKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::kube::{Device, DeviceModel};
-use crate::plan::{CLUSTER_NAMESPACE, Desired, DesiredObject, EDGE_LABEL, kind};
-
-/// Every kind watched, in the order they are listed.
-pub const KINDS: [&str; 6] = [
-    kind::NODE,
-    kind::POD,
-    kind::CONFIGMAP,
-    kind::SECRET,
-    kind::DEVICE,
-    kind::DEVICEMODEL,
-];
+use crate::core::plan::{Desired, DesiredObject, EDGE_LABEL};
+use crate::crd::{Device, DeviceModel};
 
 /// One object as the plan wants it.
 pub type Entry = (ObjectKey, DesiredObject);
@@ -89,9 +80,9 @@ impl KubeDesired {
         }
     }
 
-    /// True once every kind of [`KINDS`] has been listed.
+    /// True once every served kind ([`kind::SERVED`]) has been listed.
     pub fn is_listed(&self) -> bool {
-        KINDS.iter().all(|k| self.listed.contains(k))
+        kind::SERVED.iter().all(|k| self.listed.contains(k.kind))
     }
 
     /// The current desired state.
@@ -147,11 +138,11 @@ where
         obj.insert("kind".into(), K::kind(&()).into());
     }
     let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap_or_default().into();
-    let key = ObjectKey {
-        kind: kind.to_owned(),
-        namespace,
-        name,
-    };
+    let key = ObjectKey::new(kind, &namespace, &name);
+    if let Err(e) = key.validate() {
+        tracing::warn!(kind, name, "{e}: skipped");
+        return None;
+    }
     Some((key, DesiredObject { rv, value, content }))
 }
 
@@ -238,13 +229,12 @@ fn apply(state: &mut KubeDesired, (kind, event): KindEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::key;
 
     fn obj(kind: &str, name: &str, rv: u64) -> Entry {
         let value = serde_json::json!({"metadata": {"name": name}});
         let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap().into();
         (
-            key(kind, "default", name),
+            ObjectKey::new(kind, "default", name),
             DesiredObject { rv, value, content },
         )
     }
@@ -260,7 +250,8 @@ mod tests {
     #[test]
     fn the_state_is_published_only_once_every_kind_is_listed() {
         let mut s = KubeDesired::default();
-        for kind in &KINDS[..5] {
+        let served = kind::SERVED.iter().map(|k| k.kind);
+        for kind in served.filter(|k| *k != kind::DEVICEMODEL) {
             assert!(!s.is_listed());
             listed(&mut s, kind, vec![]);
         }
@@ -293,7 +284,7 @@ mod tests {
             .map(|(k, o)| (k.name.clone(), o.rv))
             .collect();
         assert_eq!(rvs, [("b".to_owned(), 5), ("s".to_owned(), 3)]);
-        assert_eq!(d.tombstones[&key("pod", "default", "a")], 1);
+        assert_eq!(d.tombstones[&ObjectKey::new("pod", "default", "a")], 1);
         // The same list again changes nothing.
         assert!(!listed(&mut s, kind::POD, vec![obj("pod", "b", 5)]));
     }
@@ -307,7 +298,10 @@ mod tests {
             "same version"
         );
         assert!(s.handle_event(kind::POD, Event::Delete(obj("pod", "a", 4))));
-        assert_eq!(s.desired().tombstones[&key("pod", "default", "a")], 4);
+        assert_eq!(
+            s.desired().tombstones[&ObjectKey::new("pod", "default", "a")],
+            4
+        );
         assert!(
             !s.handle_event(kind::POD, Event::Delete(obj("pod", "x", 9))),
             "unknown"

@@ -19,7 +19,8 @@ use ::kube::Client;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::control::StatusChange;
+use super::apiserver::apply_change;
+use crate::core::StatusChange;
 
 /// Patches in flight at once.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -223,7 +224,7 @@ pub async fn write_patches(client: Client, mut rx: mpsc::UnboundedReceiver<Statu
         while let Some((target, change)) = queue.poll_patch(now()) {
             let client = client.clone();
             running.spawn(async move {
-                let r = crate::kube::apply_change(&client, &change).await;
+                let r = apply_change(&client, &change).await;
                 (target, change, r)
             });
         }

@@ -1,0 +1,291 @@
+//! The core driven with plain values: records and times in, effects out.
+
+use std::sync::Arc;
+
+use schema::records::{DeliveredObject, DownRecord, ObjectKey, UpRecord};
+use schema::{Header, Message, Route};
+use serde_json::{Value, json};
+
+use super::checkpoints::{Checkpoints, NodeCheckpoint};
+use super::plan::{Desired, DesiredObject, EDGE_LABEL, kind};
+use super::{Control, Effect, StatusChange};
+
+fn key(kind: &str, ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(kind, ns, name)
+}
+
+fn delivered(node: &str, name: &str, rv: u64) -> UpRecord {
+    UpRecord::Delivered {
+        node_id: node.into(),
+        store_id: 0,
+        objects: vec![DeliveredObject {
+            key: key("pod", "default", name),
+            resource_version: rv,
+        }],
+    }
+}
+
+fn effects(c: &mut Control) -> Vec<Effect> {
+    std::iter::from_fn(|| c.poll_effect()).collect()
+}
+
+fn checkpoints(effects: &[Effect]) -> Vec<StatusChange> {
+    (effects.iter())
+        .filter_map(|e| match e {
+            Effect::Status {
+                change: s @ StatusChange::Checkpoint { .. },
+                ..
+            } => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent(effects: &[Effect]) -> Vec<(String, &'static str)> {
+    (effects.iter())
+        .filter_map(|e| match e {
+            Effect::Send {
+                record: DownRecord::Downstream { key, message, .. },
+                ..
+            } => Some((key.to_string(), op(&message.route.operation))),
+            Effect::Send {
+                record: DownRecord::ResyncStarted { .. },
+                ..
+            } => Some((String::new(), "resync")),
+            Effect::Send {
+                record: DownRecord::Committed { .. },
+                ..
+            } => Some((String::new(), "committed")),
+            Effect::Persist(_) => Some((String::new(), "persist")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn op(operation: &str) -> &'static str {
+    match operation {
+        "insert" => "insert",
+        "update" => "update",
+        "delete" => "delete",
+        _ => "other",
+    }
+}
+
+/// One edge node `edge-1` with one Pod `web` at version 3.
+fn desired() -> Desired {
+    let mut d = Desired::default();
+    let mut add = |k: ObjectKey, rv: u64, value: Value| {
+        let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap().into();
+        d.objects.insert(k, DesiredObject { rv, value, content });
+    };
+    add(
+        key(kind::NODE, "default", "edge-1"),
+        1,
+        json!({"kind": "Node", "metadata": {"name": "edge-1", "labels": {EDGE_LABEL: ""}}}),
+    );
+    add(
+        key(kind::POD, "default", "web"),
+        3,
+        json!({"kind": "Pod", "metadata": {"name": "web"}, "spec": {"nodeName": "edge-1"}}),
+    );
+    d
+}
+
+fn upstream(node: &str, seq: u64) -> UpRecord {
+    UpRecord::Upstream {
+        node_id: node.into(),
+        store_id: 0,
+        message: Message {
+            header: Header {
+                seq,
+                ..Header::default()
+            },
+            route: Route {
+                resource: "default/podstatus/web".into(),
+                operation: "update".into(),
+                ..Route::default()
+            },
+            content: br#"{"phase":"Running"}"#.to_vec(),
+        },
+    }
+}
+
+#[test]
+fn each_flush_reports_the_whole_checkpoint_of_every_node_it_changed() {
+    let mut c = Control::new(2, Checkpoints::default());
+    c.report_checkpoints(true);
+    c.handle_records(
+        vec![delivered("edge-1", "a", 5), delivered("edge-2", "a", 6)],
+        10,
+    );
+    assert!(
+        checkpoints(&effects(&mut c)).is_empty(),
+        "nothing before the flush"
+    );
+    c.handle_tick(1_000);
+    let one = |node: &str, objects: &[(&str, u64)]| StatusChange::Checkpoint {
+        node: node.into(),
+        objects: objects.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        upstream_seq: 0,
+        store_id: 0,
+    };
+    assert_eq!(
+        checkpoints(&effects(&mut c)),
+        [
+            one("edge-1", &[("default/pod/a", 5)]),
+            one("edge-2", &[("default/pod/a", 6)])
+        ]
+    );
+    c.handle_records(vec![delivered("edge-1", "b", 7)], 1_010);
+    c.handle_shutdown();
+    assert_eq!(
+        checkpoints(&effects(&mut c)),
+        [one("edge-1", &[("default/pod/a", 5), ("default/pod/b", 7)])],
+        "only the changed node, with all it holds"
+    );
+}
+
+#[test]
+fn the_first_desired_state_sends_what_checkpoints_lack_and_deletes_what_went_away() {
+    let gone = key(kind::CONFIGMAP, "default", "old");
+    let cp = NodeCheckpoint {
+        acked: [(key(kind::NODE, "default", "edge-1"), 1), (gone, 2)].into(),
+        ..NodeCheckpoint::default()
+    };
+    let mut c = Control::new(1, Checkpoints::from_nodes([("edge-1".to_owned(), cp)]));
+    c.handle_desired(desired(), 1_000);
+    let e = effects(&mut c);
+    assert_eq!(e[0], Effect::NodeAssigned("edge-1".into()));
+    assert_eq!(
+        sent(&e),
+        [
+            ("default/pod/web".to_owned(), "insert"),
+            ("default/configmap/old".to_owned(), "delete")
+        ],
+        "the Node is acknowledged already"
+    );
+    let Effect::Send {
+        record: DownRecord::Downstream { message, .. },
+        ..
+    } = &e[1]
+    else {
+        panic!("{:?}", e[1]);
+    };
+    assert_eq!(message.header.timestamp_ms, 1_000, "the time passed in");
+    assert_eq!(message.header.resource_version, 3);
+}
+
+#[test]
+fn upstream_seqs_are_persisted_before_they_are_committed_and_applied_once() {
+    let mut c = Control::new(1, Checkpoints::default());
+    c.handle_desired(desired(), 0);
+    effects(&mut c);
+    c.handle_records(vec![upstream("edge-1", 1), upstream("edge-1", 2)], 5);
+    let e = effects(&mut c);
+    let statuses = e
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Status {
+                    change: StatusChange::Pod { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(statuses, 2);
+    assert_eq!(
+        sent(&e),
+        [(String::new(), "persist"), (String::new(), "committed")]
+    );
+    let Some(Effect::Persist(w)) = e.iter().find(|e| matches!(e, Effect::Persist(_))) else {
+        unreachable!()
+    };
+    assert_eq!(w.upstream["edge-1"], 2);
+    assert!(e.contains(&Effect::Send {
+        shard: 0,
+        record: DownRecord::Committed {
+            node_id: "edge-1".into(),
+            store_id: 0,
+            seq: 2
+        }
+    }));
+    // Sent again (the hub restarted): confirmed again, applied nothing.
+    c.handle_records(vec![upstream("edge-1", 2)], 6);
+    let e = effects(&mut c);
+    assert!(!e.iter().any(|e| matches!(e, Effect::Status { .. })));
+    assert_eq!(sent(&e), [(String::new(), "committed")]);
+}
+
+#[test]
+fn a_node_may_not_report_on_what_is_not_bound_to_it() {
+    let mut c = Control::new(1, Checkpoints::default());
+    c.handle_desired(desired(), 0);
+    effects(&mut c);
+    c.handle_records(vec![upstream("edge-2", 1)], 5);
+    let e = effects(&mut c);
+    assert!(
+        !e.iter().any(|e| matches!(e, Effect::Status { .. })),
+        "{e:?}"
+    );
+    assert_eq!(
+        sent(&e),
+        [(String::new(), "persist"), (String::new(), "committed")],
+        "refused, and still taken"
+    );
+}
+
+#[test]
+fn a_new_store_is_reset_durably_before_its_full_snapshot() {
+    let cp = NodeCheckpoint {
+        acked: [(key(kind::POD, "default", "web"), 3)].into(),
+        upstream_seq: 9,
+        store_id: 5,
+    };
+    let mut c = Control::new(1, Checkpoints::from_nodes([("edge-1".to_owned(), cp)]));
+    c.handle_desired(desired(), 0);
+    effects(&mut c);
+    c.handle_records(
+        vec![UpRecord::Connected {
+            node_id: "edge-1".into(),
+            at_ms: 7,
+            store_id: 6,
+        }],
+        8,
+    );
+    let e = effects(&mut c);
+    assert_eq!(
+        sent(&e),
+        [
+            (String::new(), "persist"),
+            (String::new(), "resync"),
+            ("default/node/edge-1".to_owned(), "insert"),
+            ("default/pod/web".to_owned(), "insert"),
+        ]
+    );
+    let Some(Effect::Persist(w)) = e.iter().find(|e| matches!(e, Effect::Persist(_))) else {
+        unreachable!()
+    };
+    assert!(w.resets.contains("edge-1"));
+    assert_eq!((w.upstream["edge-1"], w.stores["edge-1"]), (0, 6));
+    assert_eq!(c.checkpoints().upstream_seq("edge-1"), 0);
+}
+
+#[test]
+fn checkpoints_are_written_after_the_interval_or_when_many() {
+    let mut c = Control::new(1, Checkpoints::default());
+    c.handle_tick(0);
+    c.handle_records(vec![delivered("edge-1", "a", 5)], 10);
+    c.handle_tick(50);
+    assert!(effects(&mut c).is_empty(), "not due yet");
+    c.handle_tick(100);
+    assert_eq!(sent(&effects(&mut c)), [(String::new(), "persist")]);
+    assert_eq!(c.dirty(), 0);
+    let many: Vec<UpRecord> = (0..super::FLUSH_ENTRIES)
+        .map(|i| delivered("edge-1", &format!("p{i}"), 1))
+        .collect();
+    c.handle_records(many, 110);
+    c.handle_tick(111);
+    assert_eq!(sent(&effects(&mut c)), [(String::new(), "persist")]);
+}
