@@ -44,7 +44,8 @@ pub enum DaemonError {
 #[derive(Debug)]
 pub struct Shared {
     pub store: Store,
-    pub watches: RefCell<Watches>,
+    /// The MetaServer's open watches, fed with every committed change.
+    pub watches: Rc<RefCell<Watches>>,
     pub hooks: RefCell<EdgeHooks>,
 }
 
@@ -74,7 +75,7 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
     let store = Store::open(&config.database.data_source, config.database.map_size)?;
     let shared = Rc::new(Shared {
         store,
-        watches: RefCell::new(Watches::default()),
+        watches: Rc::new(RefCell::new(Watches::default())),
         hooks: RefCell::new(hooks),
     });
     let ms = &config.modules.meta_manager.meta_server;
@@ -90,7 +91,8 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
             .map_or_else(|_| ms.server.clone(), |a| a.to_string());
         tracing::info!(%addr, "MetaServer listening");
         println!("edgecore metaserver={addr}");
-        monoio::spawn(metaserver::serve(listener, shared.clone()));
+        let (store, watches) = (shared.store.clone(), shared.watches.clone());
+        monoio::spawn(metaserver::serve(listener, store, watches));
     }
     let (tx, rx) = mpsc::unbounded();
     if config.modules.event_bus.enable {

@@ -10,6 +10,7 @@
 //! resourceVersions are the cloud's; a list's is the highest the store has
 //! seen.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,8 +18,7 @@ use futures_lite::StreamExt as _;
 use monoio::net::{TcpListener, TcpStream};
 use serde_json::{Value, json};
 
-use crate::daemon::Shared;
-use crate::store::{Change, ChangeType};
+use crate::store::{Change, ChangeType, Store};
 
 mod http;
 mod routes;
@@ -34,8 +34,17 @@ const IDLE: Duration = Duration::from_secs(60);
 /// Default watch length when the client names none.
 const DEFAULT_WATCH_SECONDS: u64 = 1800;
 
+/// What the MetaServer's tasks read: the store, and the open watches that
+/// the daemon hands every committed change to.
+#[derive(Debug)]
+struct Source {
+    store: Store,
+    watches: Rc<RefCell<Watches>>,
+}
+
 /// Accepts connections until the process ends; one task per connection.
-pub async fn serve(listener: TcpListener, shared: Rc<Shared>) {
+pub async fn serve(listener: TcpListener, store: Store, watches: Rc<RefCell<Watches>>) {
+    let shared = Rc::new(Source { store, watches });
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -49,7 +58,7 @@ pub async fn serve(listener: TcpListener, shared: Rc<Shared>) {
     }
 }
 
-async fn connection(mut stream: TcpStream, shared: Rc<Shared>) {
+async fn connection(mut stream: TcpStream, shared: Rc<Source>) {
     let mut buf = Vec::new();
     loop {
         // An idle or trickling client is dropped after a minute.
@@ -79,7 +88,7 @@ async fn connection(mut stream: TcpStream, shared: Rc<Shared>) {
 }
 
 /// Answers one request; true when the connection must end (a watch).
-async fn respond(stream: &mut TcpStream, req: &Request, shared: &Shared) -> std::io::Result<bool> {
+async fn respond(stream: &mut TcpStream, req: &Request, shared: &Source) -> std::io::Result<bool> {
     if req.method != "GET" {
         let body = status_json(405, "MethodNotAllowed", "the MetaServer is read-only", None);
         http::write_json(stream, 405, body, req.close).await?;
@@ -131,7 +140,7 @@ async fn respond(stream: &mut TcpStream, req: &Request, shared: &Shared) -> std:
     Ok(false)
 }
 
-fn list(shared: &Shared, r: Resource, namespace: Option<&str>) -> Result<Vec<u8>, String> {
+fn list(shared: &Source, r: Resource, namespace: Option<&str>) -> Result<Vec<u8>, String> {
     // Read the version first: a change committed in between is then seen
     // again by a watch from this version, never missed.
     let rv = shared
@@ -155,7 +164,7 @@ fn list(shared: &Shared, r: Resource, namespace: Option<&str>) -> Result<Vec<u8>
 async fn watch(
     stream: &mut TcpStream,
     req: &Request,
-    shared: &Shared,
+    shared: &Source,
     r: Resource,
     namespace: Option<String>,
 ) -> std::io::Result<()> {

@@ -1,7 +1,7 @@
 //! The alternative to the embedded broker: a small MQTT 3.1.1 client of an
 //! external broker (mosquitto, KubeEdge's usual setup) that subscribes to the
 //! edge's topics and publishes DeviceTwin's answers. Sans-IO [`Client`] on the
-//! broker's codec; [`run`] drives it on monoio with reconnects.
+//! broker's codec; the glue's `run` drives it on monoio with reconnects.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -11,8 +11,6 @@ use serde::Deserialize;
 
 use super::codec::Framer;
 use super::{FrameError, KUBEEDGE_TOPICS, LocalMessage, PublishError};
-
-pub use super::external_glue::{ClientHandle, run};
 
 /// Settings of the external-broker mode (`eventBus.mqttServerExternal`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mqtt_proto::{TopicFilter, TopicName};
 
-use super::codec::{self, FrameError, Framer, Msg, Outbound, Version};
+use super::codec::{self, FrameError, Framer};
+use super::encode::encode;
+use super::packet::{Msg, Outbound, Version};
 use super::session::Session;
 use super::{BrokerConfig, BrokerStats, ConnId, LocalMessage, PublishError, Transmit};
 
@@ -314,7 +316,7 @@ impl Broker {
             return;
         };
         let Some(v) = c.version else { return };
-        codec::encode(v, out, &mut c.control);
+        encode(v, out, &mut c.control);
         if c.control.len() > MAX_CONTROL {
             return self.close(conn, now_ms, true, None);
         }
@@ -332,7 +334,7 @@ impl Broker {
         }
         c.closing = true;
         if let (Some(code), Some(Version::V5), Some(_)) = (reason, c.version, &c.client) {
-            codec::encode(Version::V5, Outbound::Disconnect(code), &mut c.control);
+            encode(Version::V5, Outbound::Disconnect(code), &mut c.control);
         }
         let w = c.will.take();
         let client = c.client.take();

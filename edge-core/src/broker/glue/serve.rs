@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::{TcpListener, TcpStream};
 
-use super::{Broker, ConnId, LocalMessage};
+use crate::broker::proto::{Broker, ConnId, LocalMessage};
 
 /// Bytes read per socket read.
 const READ_BUF: usize = 4 * 1024;

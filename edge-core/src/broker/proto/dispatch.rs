@@ -3,8 +3,9 @@
 
 use mqtt_proto::TopicFilter;
 
-use super::codec::{ConnackCode, ConnectReq, FrameError, Inbound, Msg, Outbound, Version};
+use super::codec::FrameError;
 use super::core::{Broker, mark_ready};
+use super::packet::{ConnackCode, ConnectReq, Inbound, Msg, Outbound, Version};
 use super::session::Session;
 use super::topic::matches;
 use super::{ConnId, LocalMessage};

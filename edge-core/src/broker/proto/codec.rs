@@ -1,80 +1,15 @@
-//! MQTT packets in and out of the broker: framing under a size limit, and the
-//! translation between mqtt-proto's v3.1.1 / v5 packets and the broker's own
-//! version-neutral view of them.
+//! MQTT packets into the broker: framing under a size limit, and the
+//! translation of mqtt-proto's v3.1.1 / v5 packets into the broker's own
+//! version-neutral view of them ([`Inbound`]).
 //!
 //! The framer reads the fixed header itself, refuses a packet whose declared
 //! size is over the limit before buffering any of it, and hands mqtt-proto
 //! only complete packets, so a declared length never becomes an allocation.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use mqtt_proto::{Pid, QoS, TopicFilter, TopicName, v3, v5};
+use mqtt_proto::{Pid, QoS, TopicName, v3, v5};
 
-pub(crate) use super::encode::{ConnackCode, Outbound, encode};
-
-/// Protocol spoken on one connection, fixed by its CONNECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Version {
-    /// MQTT 3.1 or 3.1.1.
-    V3,
-    /// MQTT 5.
-    V5,
-}
-
-/// A message as the broker routes and stores it.
-#[derive(Debug, Clone)]
-pub(crate) struct Msg {
-    pub(crate) topic: TopicName,
-    pub(crate) payload: Bytes,
-    /// 0 or 1 once accepted (an incoming QoS 2 publish is routed at QoS 1).
-    pub(crate) qos: u8,
-    pub(crate) retain: bool,
-}
-
-/// What a CONNECT asks for.
-#[derive(Debug)]
-pub(crate) struct ConnectReq {
-    pub(crate) version: Version,
-    pub(crate) clean: bool,
-    pub(crate) keep_alive: u16,
-    pub(crate) client_id: Arc<str>,
-    pub(crate) will: Option<Msg>,
-    pub(crate) username: Option<Arc<str>>,
-    pub(crate) password: Option<Bytes>,
-    /// v5 session expiry interval in seconds; v3: 0 for a clean session,
-    /// `u32::MAX` otherwise.
-    pub(crate) session_expiry: u32,
-}
-
-/// A packet from a client.
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    Connect(Box<ConnectReq>),
-    Publish {
-        msg: Msg,
-        pid: Option<u16>,
-    },
-    Puback(u16),
-    Pubrel(u16),
-    Subscribe {
-        pid: u16,
-        filters: Vec<(TopicFilter, u8)>,
-    },
-    Unsubscribe {
-        pid: u16,
-        filters: Vec<TopicFilter>,
-    },
-    Pingreq,
-    /// `with_will`: v5 reason 0x04, publish the will anyway.
-    Disconnect {
-        with_will: bool,
-    },
-    /// A packet a server never receives (CONNACK, SUBACK…): protocol error.
-    Unexpected,
-    /// Acknowledgements of QoS 2 flows the broker does not start.
-    Ignored,
-}
+use super::packet::{ConnectReq, Inbound, Msg, Version};
 
 /// Why a connection's bytes are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

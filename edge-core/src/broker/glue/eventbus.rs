@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::external::{self, ClientHandle, ExternalConfig};
-use super::{Broker, BrokerConfig, BrokerHandle, LocalMessage, PublishError, serve};
+use super::external::{self, ClientHandle};
+use super::serve::{BrokerHandle, serve};
+use crate::broker::proto::{Broker, BrokerConfig, ExternalConfig, LocalMessage, PublishError};
 
 /// Where the devices' MQTT broker is (KubeEdge's `mqttMode`, by name).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

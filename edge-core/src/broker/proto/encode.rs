@@ -1,48 +1,8 @@
 //! The broker's packets to clients, encoded for MQTT 3.1.1 or 5.
 
-use std::sync::Arc;
-
 use mqtt_proto::{Pid, QoS, QosPid, TopicName, v3, v5};
 
-use super::codec::{Msg, Version};
-
-/// Answer to a CONNECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConnackCode {
-    Accepted,
-    BadClientId,
-    Unavailable,
-    BadAuth,
-}
-
-/// A packet to a client.
-#[derive(Debug)]
-pub(crate) enum Outbound<'a> {
-    Connack {
-        session_present: bool,
-        code: ConnackCode,
-        assigned_id: Option<Arc<str>>,
-    },
-    Publish {
-        msg: &'a Msg,
-        pid: Option<u16>,
-        dup: bool,
-    },
-    Puback(u16),
-    Pubrec(u16),
-    Pubcomp(u16),
-    Suback {
-        pid: u16,
-        granted: Vec<Option<u8>>,
-    },
-    Unsuback {
-        pid: u16,
-        count: usize,
-    },
-    Pingresp,
-    /// v5 only (v3 has no server DISCONNECT): the reason code.
-    Disconnect(u8),
-}
+use super::packet::{ConnackCode, Msg, Outbound, Version};
 
 fn pid(n: u16) -> Pid {
     Pid::try_from(n).unwrap_or_default()

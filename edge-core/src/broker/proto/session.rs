@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use mqtt_proto::TopicFilter;
 
 use super::ConnId;
-use super::codec::{self, Msg, Outbound, Version};
+use super::encode::encode;
+use super::packet::{Msg, Outbound, Version};
 use super::topic::matches;
 
 #[derive(Debug)]
@@ -122,7 +123,7 @@ impl Session {
                     pid: Some(*pid),
                     dup: true,
                 };
-                codec::encode(self.version, out, buf);
+                encode(self.version, out, buf);
             }
         }
         while buf.len() < max_bytes {
@@ -137,7 +138,7 @@ impl Session {
             };
             self.queued_bytes -= msg_size(&msg);
             if msg.qos == 0 {
-                codec::encode(
+                encode(
                     self.version,
                     Outbound::Publish {
                         msg: &msg,
@@ -149,7 +150,7 @@ impl Session {
                 continue;
             }
             let pid = self.alloc_pid();
-            codec::encode(
+            encode(
                 self.version,
                 Outbound::Publish {
                     msg: &msg,

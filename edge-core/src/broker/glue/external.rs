@@ -1,6 +1,7 @@
-//! [`external::Client`](super::external::Client) on monoio: connect, read
-//! into the client, write what it produces, keepalive, reconnect after a
-//! delay. Runs on the calling thread (timer enabled, as for [`super::serve`]).
+//! [`external::Client`](crate::broker::external::Client) on monoio: connect,
+//! read into the client, write what it produces, keepalive, reconnect after a
+//! delay. Runs on the calling thread (timer enabled, as for
+//! [`serve`](crate::broker::serve)).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -12,8 +13,7 @@ use bytes::Bytes;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
-use super::external::{Client, ExternalConfig};
-use super::{LocalMessage, PublishError};
+use crate::broker::proto::{Client, ExternalConfig, LocalMessage, PublishError};
 
 const READ_BUF: usize = 16 * 1024;
 const TICK: Duration = Duration::from_millis(250);
