@@ -10,8 +10,9 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use clock::unix_ms;
 use futures_channel::mpsc;
 use futures_lite::StreamExt as _;
 use hub_core::link::{Link, LinkConfig, LinkEvent};
@@ -432,10 +433,4 @@ pub fn node_status(node: &str, now_ms: u64) -> Message {
         },
         content: content.to_string().into_bytes(),
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

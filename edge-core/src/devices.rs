@@ -6,6 +6,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use clock::unix_ms;
+
 use crate::broker::EventBus;
 use crate::hooks::Upstream;
 use crate::store::{Change, ChangeType};
@@ -26,12 +28,6 @@ pub struct Devices {
     bus: EventBus,
     twin: RefCell<DeviceTwin>,
     upstream: Upstream,
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Devices {

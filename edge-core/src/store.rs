@@ -368,17 +368,7 @@ fn parse_route(m: &Message) -> Option<(ObjectKey, Op)> {
         "delete" => Op::Delete,
         _ => return None,
     };
-    let mut parts = m.route.resource.splitn(3, '/');
-    let (namespace, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
-    let valid = |s: &str| !s.is_empty() && !s.contains(['\0', '/']);
-    if !valid(namespace) || !valid(kind) || !valid(name) {
-        return None;
-    }
-    let key = ObjectKey {
-        kind: kind.to_owned(),
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-    };
+    let key = ObjectKey::parse(&m.route.resource).ok()?;
     Some((key, op))
 }
 

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use clock::unix_ms;
 use edge_core::broker::{EventBus, EventBusConfig};
 use edge_core::twin::DeviceTwin;
 use heed::{Env, EnvOpenOptions};
@@ -13,13 +14,6 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn open_env(dir: &Path) -> Env {
     // SAFETY: the directory is this test's own; nothing else maps the file.

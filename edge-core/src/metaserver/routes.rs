@@ -1,54 +1,20 @@
 //! What the MetaServer's paths mean: the served resources, the routing of
 //! a path to a list, a get or a discovery document, and those documents.
 
+use schema::kinds::{DEVICES_API_VERSION, Kind, SERVED};
 use serde_json::{Value, json};
 
-/// A resource the MetaServer serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resource {
-    /// URL plural, e.g. `pods`.
-    pub plural: &'static str,
-    /// Store kind (the route's lowercase singular), e.g. `pod`.
-    pub kind: &'static str,
-    /// Kubernetes kind, e.g. `Pod`.
-    pub type_name: &'static str,
-    pub namespaced: bool,
-    /// `v1` or `devices.kubeedge.io/v1beta1`.
-    pub api_version: &'static str,
-}
+/// A resource the MetaServer serves: one of Apiary's served kinds.
+pub type Resource = Kind;
 
-const CORE: &[Resource] = &[
-    res("pods", "pod", "Pod", true, "v1"),
-    res("configmaps", "configmap", "ConfigMap", true, "v1"),
-    res("secrets", "secret", "Secret", true, "v1"),
-    res("nodes", "node", "Node", false, "v1"),
-];
-const DEVICES_GV: &str = "devices.kubeedge.io/v1beta1";
-const DEVICES: &[Resource] = &[
-    res("devices", "device", "Device", true, DEVICES_GV),
-    res(
-        "devicemodels",
-        "devicemodel",
-        "DeviceModel",
-        true,
-        DEVICES_GV,
-    ),
-];
+const DEVICES_GV: &str = DEVICES_API_VERSION;
 
-const fn res(
-    plural: &'static str,
-    kind: &'static str,
-    type_name: &'static str,
-    namespaced: bool,
-    api_version: &'static str,
-) -> Resource {
-    Resource {
-        plural,
-        kind,
-        type_name,
-        namespaced,
-        api_version,
-    }
+/// The served kinds of one group version.
+fn table(group_version: &str) -> impl Iterator<Item = Resource> {
+    SERVED
+        .iter()
+        .copied()
+        .filter(move |k| k.api_version == group_version)
 }
 
 /// What a path asks for.
@@ -78,20 +44,18 @@ pub fn route(path: &str) -> Route {
             "kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]
         })),
-        ["api", "v1"] => Route::Discovery(resource_list("v1", CORE)),
+        ["api", "v1"] => Route::Discovery(resource_list("v1")),
         ["apis"] => Route::Discovery(group_list()),
         ["apis", "devices.kubeedge.io"] => Route::Discovery(group()),
-        ["apis", "devices.kubeedge.io", "v1beta1"] => {
-            Route::Discovery(resource_list(DEVICES_GV, DEVICES))
-        }
-        ["api", "v1", rest @ ..] => resource_route(CORE, rest),
-        ["apis", "devices.kubeedge.io", "v1beta1", rest @ ..] => resource_route(DEVICES, rest),
+        ["apis", "devices.kubeedge.io", "v1beta1"] => Route::Discovery(resource_list(DEVICES_GV)),
+        ["api", "v1", rest @ ..] => resource_route("v1", rest),
+        ["apis", "devices.kubeedge.io", "v1beta1", rest @ ..] => resource_route(DEVICES_GV, rest),
         _ => Route::NotFound,
     }
 }
 
-fn resource_route(table: &[Resource], rest: &[&str]) -> Route {
-    let find = |p: &str| table.iter().copied().find(|r| r.plural == p);
+fn resource_route(group_version: &str, rest: &[&str]) -> Route {
+    let find = |p: &str| table(group_version).find(|r| r.plural == p);
     match rest {
         [plural] => find(plural).map_or(Route::NotFound, |resource| Route::List {
             resource,
@@ -134,9 +98,8 @@ fn version() -> Value {
     })
 }
 
-fn resource_list(group_version: &str, table: &[Resource]) -> Value {
-    let resources: Vec<Value> = table
-        .iter()
+fn resource_list(group_version: &str) -> Value {
+    let resources: Vec<Value> = table(group_version)
         .map(|r| {
             json!({
                 "name": r.plural, "singularName": r.kind, "namespaced": r.namespaced,
