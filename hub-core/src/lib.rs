@@ -14,14 +14,14 @@ pub mod backoff;
 pub mod hub;
 pub mod link;
 pub mod node;
+pub mod placement;
 pub mod protocol;
 pub mod queue;
 pub mod ratelimit;
 pub mod ring;
-pub mod shard;
 
 pub use hub::{ConnId, Hub, HubConfig, HubEvent};
-pub use shard::shard_of;
+pub use placement::shard_of;
 
 /// Version of the link protocol spoken in `Hello` and `Welcome`.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -146,7 +146,7 @@ pub fn start(config: Config, stop: Arc<AtomicBool>) -> Result<Running, StartErro
     for (index, (to_peers, from_peers)) in to_peers.into_iter().zip(from_peers).enumerate() {
         let path = shm::ring_path(&config.rings.dir, index);
         let rings = shm::RingFile::open(&path, config.ring_size(), shm::Role::Shard)?;
-        log_opened(&rings);
+        rings.log_opened();
         let setup = ShardSetup {
             index,
             count,
@@ -213,15 +213,4 @@ pub fn start(config: Config, stop: Arc<AtomicBool>) -> Result<Running, StartErro
         executors,
         http,
     })
-}
-
-/// Says whether `file`'s ring size was chosen here or adopted from the file.
-fn log_opened(file: &shm::RingFile) {
-    let path = file.path().display();
-    let ring_bytes = file.ring_bytes();
-    if file.adopted() {
-        tracing::info!(%path, ring_bytes, "ring file exists: adopted its ring size");
-    } else {
-        tracing::info!(%path, ring_bytes, "ring file created");
-    }
 }

@@ -215,6 +215,17 @@ impl RingFile {
         self.adopted
     }
 
+    /// Logs whether the ring size was chosen here or adopted from the file.
+    pub fn log_opened(&self) {
+        let path = self.path().display();
+        let ring_bytes = self.ring_bytes();
+        if self.adopted {
+            tracing::info!(%path, ring_bytes, "ring file exists: adopted its ring size");
+        } else {
+            tracing::info!(%path, ring_bytes, "ring file created");
+        }
+    }
+
     /// The ring this process consumes ("up" for control, "down" for a
     /// shard). Reading through it directly is fine; release with
     /// [`RingFile::release_and_wake`] so a producer waiting for room wakes.

@@ -40,7 +40,7 @@ impl Rings {
             .map(|i| RingFile::open(&shm::ring_path(dir, i), size, Role::Control))
             .collect::<Result<Vec<_>, _>>()?;
         for file in &files {
-            log_opened(file);
+            file.log_opened();
         }
         Ok(Rings {
             pending: vec![VecDeque::new(); files.len()],
@@ -126,16 +126,5 @@ impl Rings {
         self.files[shard]
             .release_and_wake(cursor)
             .map_err(|source| RingsError::Ring { shard, source })
-    }
-}
-
-/// Says whether `file`'s ring size was chosen here or adopted from the file.
-fn log_opened(file: &RingFile) {
-    let path = file.path().display();
-    let ring_bytes = file.ring_bytes();
-    if file.adopted() {
-        tracing::info!(%path, ring_bytes, "ring file exists: adopted its ring size");
-    } else {
-        tracing::info!(%path, ring_bytes, "ring file created");
     }
 }

@@ -1,4 +1,4 @@
-//! The node → shard mapping.
+//! Placement: the node → shard mapping.
 //!
 //! `cloudcontrol` decides which `cloudhub` shard's ring a downstream message
 //! goes to, and a shard decides whether a connecting node belongs to it, with
