@@ -1,6 +1,7 @@
 //! What every node acknowledged, in memory: the resourceVersion it holds of
-//! each object, the last upstream seq taken from it, and the identity of
-//! its store. Changes are also collected as [`CheckpointWrites`], which the
+//! each object (0 for an object sent and not yet acknowledged, which it may
+//! hold), the last upstream seq taken from it, and the identity of its
+//! store. Changes are also collected as [`CheckpointWrites`], which the
 //! glue makes durable (the LMDB store of `checkpoint`) before anything
 //! that depends on them leaves the process.
 
@@ -11,7 +12,8 @@ use schema::records::ObjectKey;
 /// One node's checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeCheckpoint {
-    /// key → acknowledged resourceVersion.
+    /// key → acknowledged resourceVersion; 0: sent, not yet acknowledged
+    /// (the node may hold it, so it is deleted there when it goes away).
     pub acked: BTreeMap<ObjectKey, u64>,
     pub upstream_seq: u64,
     /// 0 when no store is known.
@@ -82,6 +84,24 @@ impl Checkpoints {
             .get(node)
             .map(|n| n.acked.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether `node` holds or may hold `key`.
+    pub fn holds(&self, node: &str, key: &ObjectKey) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|n| n.acked.contains_key(key))
+    }
+
+    /// Records that `key` is being sent to `node`, which did not hold it:
+    /// from now on the node may hold it. Returns whether that is new (and
+    /// must be durable before the object leaves).
+    pub fn sending(&mut self, node: &str, key: &ObjectKey) -> bool {
+        if self.holds(node, key) {
+            return false;
+        }
+        self.ack(node, key.clone(), Some(0));
+        true
     }
 
     /// Every node with an acknowledged object.

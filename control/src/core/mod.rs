@@ -13,7 +13,9 @@
 //! 4. then carry out [`Control::poll_effect`] until `None`, in order: an
 //!    [`Effect::Persist`] must be durable before the next effect is carried
 //!    out (a `Committed` record after it promises the edge that its upstream
-//!    messages are safe). Release a ring batch only after its effects.
+//!    messages are safe; an object sent after it is one the checkpoint now
+//!    says the node may hold, so that a restart still deletes it there when
+//!    it goes away). Release a ring batch only after its effects.
 //!
 //! It depends on `schema` and `hub_core` alone: no I/O, no clock, no async
 //! runtime, nothing else of this crate.
@@ -107,6 +109,9 @@ pub struct Control {
     /// Upstream seqs to confirm to the shards once durable.
     commits: BTreeMap<String, u64>,
     out: VecDeque<Effect>,
+    /// Sends held back until what they tell the checkpoints is durable
+    /// (objects a node may now hold), released by the next `flush`.
+    staged: VecDeque<Effect>,
     now_ms: u64,
     last_flush_ms: u64,
     next_id: u64,
@@ -127,6 +132,7 @@ impl Control {
             pending_deletes: HashMap::new(),
             commits: BTreeMap::new(),
             out: VecDeque::new(),
+            staged: VecDeque::new(),
             now_ms: 0,
             last_flush_ms: 0,
             next_id: 0,
@@ -192,11 +198,12 @@ impl Control {
             for node in nodes {
                 self.sync_node(&node);
             }
-            return;
+        } else {
+            for (node, action) in plan::changes(&self.desired, &old, &self.assignment) {
+                self.send(&node, action);
+            }
         }
-        for (node, action) in plan::changes(&self.desired, &old, &self.assignment) {
-            self.send(&node, action);
-        }
+        self.release_staged();
     }
 
     fn log_problems(&mut self, assignment: &Assignment) {
@@ -232,12 +239,13 @@ impl Control {
     /// Sends `node` a full snapshot of its objects, and deletes of what its
     /// checkpoint says it holds beyond them.
     fn resync(&mut self, node: &str) {
-        self.push(
-            node,
-            DownRecord::ResyncStarted {
+        // Held back with the snapshot, after what the checkpoints learn.
+        self.staged.push_back(Effect::Send {
+            shard: shard_of(node, self.shards),
+            record: DownRecord::ResyncStarted {
                 node_id: node.to_owned(),
             },
-        );
+        });
         let have = self.checkpoints.acked(node);
         let desired = &self.desired;
         let actions = plan::snapshot(&self.want(node), &have, |k, h| {
@@ -249,12 +257,14 @@ impl Control {
     }
 
     fn send(&mut self, node: &str, action: Action) {
+        let mut staged = false;
         let (key, rv, operation, content) = match action {
             Action::Upsert { key, rv, insert } => {
                 let Some(obj) = self.desired.objects.get(&key) else {
                     return;
                 };
                 let op = if insert { "insert" } else { "update" };
+                staged = self.checkpoints.sending(node, &key);
                 (key, rv, op, obj.content.to_vec())
             }
             Action::Delete { key, rv } => {
@@ -283,19 +293,37 @@ impl Control {
             content,
         };
         let node_id = node.to_owned();
-        self.push(
-            node,
-            DownRecord::Downstream {
-                node_id,
-                key,
-                message,
-            },
-        );
+        let record = DownRecord::Downstream {
+            node_id,
+            key,
+            message,
+        };
+        let send = Effect::Send {
+            shard: shard_of(node, self.shards),
+            record,
+        };
+        match staged || !self.staged.is_empty() {
+            true => self.staged.push_back(send),
+            false => self.out.push_back(send),
+        }
     }
 
     fn push(&mut self, node: &str, record: DownRecord) {
-        let shard = shard_of(node, self.shards);
-        self.out.push_back(Effect::Send { shard, record });
+        let send = Effect::Send {
+            shard: shard_of(node, self.shards),
+            record,
+        };
+        match self.staged.is_empty() {
+            true => self.out.push_back(send),
+            false => self.staged.push_back(send),
+        }
+    }
+
+    /// Makes the sends held back go, after the write that covers them.
+    fn release_staged(&mut self) {
+        if !self.staged.is_empty() {
+            self.flush();
+        }
     }
 
     /// A batch of records from a shard's ring. When it held upstream
@@ -305,6 +333,7 @@ impl Control {
         for r in records {
             self.handle_record(r);
         }
+        self.release_staged();
         if !self.commits.is_empty() {
             self.flush();
             for (node, seq) in std::mem::take(&mut self.commits) {
@@ -391,7 +420,7 @@ impl Control {
     /// Notes the store `store_id` that a record of `node` came from. One
     /// other than the store known for the node means the node lost all it
     /// had (a wiped or replaced disk): its checkpoint and upstream seq are
-    /// forgotten, durably, and it gets a full snapshot. Returns whether
+    /// forgotten, durably, and then it gets a full snapshot. Returns whether
     /// that happened.
     fn observe_store(&mut self, node: &str, store_id: u64) -> bool {
         let known = self.checkpoints.store_id(node);
@@ -409,7 +438,6 @@ impl Control {
         self.checkpoints.reset_node(node, store_id);
         self.pending_deletes.remove(node);
         self.commits.remove(node);
-        self.flush();
         self.resync(node);
         true
     }
@@ -482,10 +510,13 @@ impl Control {
         if !writes.is_empty() {
             self.out.push_back(Effect::Persist(writes));
         }
+        self.out.extend(self.staged.drain(..));
         self.last_flush_ms = self.now_ms;
         for node in nodes {
             let c = self.checkpoints.node(&node);
-            let objects = c.acked.iter().map(|(k, rv)| (k.to_string(), *rv));
+            let objects = (c.acked.iter())
+                .filter(|(_, rv)| **rv > 0)
+                .map(|(k, rv)| (k.to_string(), *rv));
             self.status(
                 &node,
                 StatusChange::Checkpoint {

@@ -217,7 +217,8 @@ pub fn diff(
             h => actions.push(Action::Upsert {
                 key: key.clone(),
                 rv,
-                insert: h.is_none(),
+                // 0: sent before, never acknowledged.
+                insert: h.is_none_or(|h| *h == 0),
             }),
         }
     }

@@ -1,5 +1,6 @@
 //! The core driven with plain values: records and times in, effects out.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use schema::records::{DeliveredObject, DownRecord, ObjectKey, UpRecord};
@@ -159,6 +160,7 @@ fn the_first_desired_state_sends_what_checkpoints_lack_and_deletes_what_went_awa
     assert_eq!(
         sent(&e),
         [
+            (String::new(), "persist"),
             ("default/pod/web".to_owned(), "insert"),
             ("default/configmap/old".to_owned(), "delete")
         ],
@@ -167,9 +169,9 @@ fn the_first_desired_state_sends_what_checkpoints_lack_and_deletes_what_went_awa
     let Effect::Send {
         record: DownRecord::Downstream { message, .. },
         ..
-    } = &e[1]
+    } = &e[2]
     else {
-        panic!("{:?}", e[1]);
+        panic!("{:?}", e[2]);
     };
     assert_eq!(message.header.timestamp_ms, 1_000, "the time passed in");
     assert_eq!(message.header.resource_version, 3);
@@ -288,4 +290,67 @@ fn checkpoints_are_written_after_the_interval_or_when_many() {
     c.handle_records(many, 110);
     c.handle_tick(111);
     assert_eq!(sent(&effects(&mut c)), [(String::new(), "persist")]);
+}
+
+/// What a checkpoint store holds after the `Persist` effects in `effects`.
+fn persisted(disk: &mut BTreeMap<String, NodeCheckpoint>, effects: &[Effect]) {
+    for e in effects {
+        let Effect::Persist(w) = e else { continue };
+        for node in &w.resets {
+            disk.insert(node.clone(), NodeCheckpoint::default());
+        }
+        for (node, acks) in &w.acks {
+            let acked = &mut disk.entry(node.clone()).or_default().acked;
+            for (k, rv) in acks {
+                match rv {
+                    Some(rv) => acked.insert(k.clone(), *rv),
+                    None => acked.remove(k),
+                };
+            }
+        }
+    }
+}
+
+#[test]
+fn an_object_sent_before_a_kill_is_deleted_after_it_though_never_acknowledged() {
+    let mut disk = BTreeMap::new();
+    let mut c = Control::new(1, Checkpoints::default());
+    c.report_checkpoints(true);
+    c.handle_desired(desired(), 0);
+    let e = effects(&mut c);
+    assert_eq!(
+        checkpoints(&e),
+        [StatusChange::Checkpoint {
+            node: "edge-1".into(),
+            objects: BTreeMap::new(),
+            upstream_seq: 0,
+            store_id: 0,
+        }],
+        "objects sent and not acknowledged are not reported as acknowledged"
+    );
+    assert_eq!(
+        sent(&e),
+        [
+            (String::new(), "persist"),
+            ("default/node/edge-1".to_owned(), "insert"),
+            ("default/pod/web".to_owned(), "insert"),
+        ],
+        "what the node may hold is durable before it is sent"
+    );
+    persisted(&mut disk, &e);
+    // Killed before the edge's acknowledgement reached the process; the
+    // Pod is deleted meanwhile.
+    drop(c);
+    let mut c = Control::new(1, Checkpoints::from_nodes(disk.clone()));
+    let mut d = desired();
+    let web = key(kind::POD, "default", "web");
+    d.objects.remove(&web);
+    d.tombstones.insert(web, 4);
+    c.handle_desired(d, 10);
+    let e = effects(&mut c);
+    assert!(
+        sent(&e).contains(&("default/pod/web".to_owned(), "delete")),
+        "{:?}",
+        sent(&e)
+    );
 }
