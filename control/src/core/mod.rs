@@ -240,12 +240,10 @@ impl Control {
     /// checkpoint says it holds beyond them.
     fn resync(&mut self, node: &str) {
         // Held back with the snapshot, after what the checkpoints learn.
-        self.staged.push_back(Effect::Send {
-            shard: shard_of(node, self.shards),
-            record: DownRecord::ResyncStarted {
-                node_id: node.to_owned(),
-            },
-        });
+        let record = DownRecord::ResyncStarted {
+            node_id: node.to_owned(),
+        };
+        self.queue(node, record, true);
         let have = self.checkpoints.acked(node);
         let desired = &self.desired;
         let actions = plan::snapshot(&self.want(node), &have, |k, h| {
@@ -298,24 +296,23 @@ impl Control {
             key,
             message,
         };
-        let send = Effect::Send {
-            shard: shard_of(node, self.shards),
-            record,
-        };
-        match staged || !self.staged.is_empty() {
-            true => self.staged.push_back(send),
-            false => self.out.push_back(send),
-        }
+        self.queue(node, record, staged);
     }
 
     fn push(&mut self, node: &str, record: DownRecord) {
+        self.queue(node, record, false);
+    }
+
+    /// Queues `record` for `node`'s shard; held back (`hold`, or behind
+    /// others held back) until the next `flush`.
+    fn queue(&mut self, node: &str, record: DownRecord, hold: bool) {
         let send = Effect::Send {
             shard: shard_of(node, self.shards),
             record,
         };
-        match self.staged.is_empty() {
-            true => self.out.push_back(send),
-            false => self.staged.push_back(send),
+        match hold || !self.staged.is_empty() {
+            true => self.staged.push_back(send),
+            false => self.out.push_back(send),
         }
     }
 
