@@ -279,10 +279,12 @@ fn kube_mode_resumes_from_nodesync_follows_watches_and_writes_status_back() {
                 DeliveredObject {
                     key: key("node", "edge-1"),
                     resource_version: 11,
+                    deleted: false,
                 },
                 DeliveredObject {
                     key: key("pod", "web-1"),
                     resource_version: 20,
+                    deleted: false,
                 },
             ],
         },

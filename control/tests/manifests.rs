@@ -125,6 +125,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
             DeliveredObject {
                 key: key(kind, name),
                 resource_version: r.3,
+                deleted: r.1 == "delete",
             }
         })
         .collect();
@@ -208,6 +209,7 @@ fn restart_resends_only_what_was_not_acknowledged() {
             DeliveredObject {
                 key: key(kind, name),
                 resource_version: r.3,
+                deleted: r.1 == "delete",
             }
         })
         .collect();
@@ -303,6 +305,7 @@ fn a_node_with_a_new_store_gets_everything_again_and_numbers_upstream_anew() {
             DeliveredObject {
                 key: key(kind, name),
                 resource_version: r.3,
+                deleted: r.1 == "delete",
             }
         })
         .collect();

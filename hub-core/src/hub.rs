@@ -147,6 +147,11 @@ impl std::error::Error for DownstreamError {}
 /// Bytes a message may take in a batch besides its strings and content.
 const MESSAGE_OVERHEAD: usize = 256;
 
+/// A node whose queue waits for the control side's resync asks for it again
+/// this often while it is connected: the request, or the control side's
+/// answer, may have been lost with a killed process.
+pub const RESYNC_RETRY_MS: Millis = 30_000;
+
 #[derive(Debug)]
 enum ConnState {
     Handshaking { deadline: Millis },
@@ -546,9 +551,16 @@ impl Hub {
                 self.close(id, CloseReason::HandshakeTimeout, "no Hello in time", 0);
             }
             ConnState::Open { node } => {
+                let node = node.clone();
+                if let Some(s) = self.nodes.get_mut(&node)
+                    && s.resync_retry_due(now, RESYNC_RETRY_MS)
+                {
+                    self.events
+                        .push_back(HubEvent::ResyncNeeded { node: node.clone() });
+                }
                 let retransmit = self
                     .nodes
-                    .get(node)
+                    .get(&node)
                     .is_some_and(|s| s.retransmit_at.is_some_and(|at| now >= at));
                 if now >= c.last_rx + read_deadline {
                     self.close(id, CloseReason::Timeout, "no keepalive from the node", 0);

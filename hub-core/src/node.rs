@@ -30,6 +30,8 @@ struct InFlight {
 pub struct Delivered {
     pub key: ObjectKey,
     pub resource_version: u64,
+    /// It was the object's delete.
+    pub deleted: bool,
     pub seq: u64,
 }
 
@@ -71,6 +73,9 @@ pub(crate) struct NodeState {
     /// Identity of the node's store from its last `Hello`; 0 when unknown
     /// (not seen since the hub started, or the node sends none).
     pub(crate) store_id: u64,
+    /// While the queue waits for a resync: when it was last asked for, as
+    /// seen by a timer check (`None` until the first check after asking).
+    resync_asked_at: Option<Millis>,
 }
 
 /// Best-effort messages held per node at most; more are dropped.
@@ -92,6 +97,7 @@ impl NodeState {
             upstream_acked: 0,
             conn: None,
             store_id: 0,
+            resync_asked_at: None,
         }
     }
 
@@ -113,6 +119,28 @@ impl NodeState {
 
     pub(crate) fn resync_started(&mut self) {
         self.queue.resync_started();
+        self.resync_asked_at = None;
+    }
+
+    /// Whether the resync the queue waits for is to be asked for again at
+    /// `now`, every `retry` ms; the first check after asking starts the
+    /// clock.
+    pub(crate) fn resync_retry_due(&mut self, now: Millis, retry: Millis) -> bool {
+        if !self.queue.needs_resync() {
+            self.resync_asked_at = None;
+            return false;
+        }
+        match self.resync_asked_at {
+            Some(at) if now < at + retry => false,
+            Some(_) => {
+                self.resync_asked_at = Some(now);
+                true
+            }
+            None => {
+                self.resync_asked_at = Some(now);
+                false
+            }
+        }
     }
 
     /// Messages waiting in the queue and in the window.
@@ -172,13 +200,15 @@ impl NodeState {
             // The queue recorded the version when it entered the window;
             // a delete the node committed leaves nothing to remember.
             if let Some(done) = self.inflight.pop_front() {
-                if done.message.route.operation == DELETE_OPERATION {
+                let deleted = done.message.route.operation == DELETE_OPERATION;
+                if deleted {
                     self.queue
                         .forget_at(&done.key, done.message.header.resource_version);
                 }
                 delivered.push(Delivered {
                     resource_version: done.message.header.resource_version,
                     key: done.key,
+                    deleted,
                     seq: done.seq,
                 });
             }

@@ -143,6 +143,10 @@ pub struct OutboxEntry {
 pub struct DeliveredObject {
     pub key: ObjectKey,
     pub resource_version: u64,
+    /// What was committed is the object's delete: a delete and an update
+    /// can carry the same version (an object dropped from a node because
+    /// it no longer needs it is dropped at its current version).
+    pub deleted: bool,
 }
 
 /// A record in a shared-memory ring from `cloudcontrol` to a shard.

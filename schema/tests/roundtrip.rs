@@ -226,7 +226,7 @@ proptest! {
             0 => UpRecord::Upstream { node_id, store_id: created_ms, message },
             1 => UpRecord::Connected { node_id, at_ms: created_ms, store_id: seq },
             2 => UpRecord::ResyncNeeded { node_id },
-            3 => UpRecord::Delivered { node_id, store_id: created_ms, objects: vec![DeliveredObject { key: ObjectKey::default(), resource_version: seq }] },
+            3 => UpRecord::Delivered { node_id, store_id: created_ms, objects: vec![DeliveredObject { key: ObjectKey::default(), resource_version: seq, deleted: seq % 2 == 0 }] },
             _ => UpRecord::Disconnected { node_id, at_ms: created_ms, reason: 2 },
         };
         let bytes = records::to_bytes(&up);

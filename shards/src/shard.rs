@@ -409,6 +409,7 @@ impl Shard {
                     .map(|d| DeliveredObject {
                         key: d.key,
                         resource_version: d.resource_version,
+                        deleted: d.deleted,
                     })
                     .collect();
                 let record = UpRecord::Delivered {

@@ -263,6 +263,10 @@ impl Control {
                 };
                 let op = if insert { "insert" } else { "update" };
                 staged = self.checkpoints.sending(node, &key);
+                // A delete sent before is overtaken.
+                if let Some(p) = self.pending_deletes.get_mut(node) {
+                    p.remove(&key);
+                }
                 (key, rv, op, obj.content.to_vec())
             }
             Action::Delete { key, rv } => {
@@ -439,18 +443,32 @@ impl Control {
         true
     }
 
+    /// What `node` committed. An acknowledged delete forgets the object,
+    /// unless it was sent again since; an update acknowledged while a
+    /// delete of it is on the way leaves it at "may hold" (0), since a delete
+    /// can carry the update's own version and its acknowledgement can be
+    /// lost with a hub: the checkpoint never claims a version the node may
+    /// no longer have.
     fn delivered(&mut self, node: &str, objects: Vec<DeliveredObject>) {
         for d in objects {
             let pending = self.pending_deletes.get_mut(node);
-            match pending.as_ref().and_then(|p| p.get(&d.key)) {
-                Some(&rv) if d.resource_version >= rv => {
-                    if let Some(p) = pending {
+            let delete_rv = pending.as_ref().and_then(|p| p.get(&d.key)).copied();
+            let rv = match (d.deleted, delete_rv) {
+                (true, Some(rv)) => {
+                    if d.resource_version >= rv
+                        && let Some(p) = pending
+                    {
                         p.remove(&d.key);
                     }
-                    self.checkpoints.ack(node, d.key, None);
+                    None
                 }
-                _ => self.checkpoints.ack(node, d.key, Some(d.resource_version)),
-            }
+                // Sent again since (or before a restart): it may hold it.
+                (true, None) if self.checkpoints.holds(node, &d.key) => Some(0),
+                (true, None) => continue,
+                (false, Some(_)) => Some(0),
+                (false, None) => Some(d.resource_version),
+            };
+            self.checkpoints.ack(node, d.key, rv);
         }
     }
 

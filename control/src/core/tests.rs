@@ -22,6 +22,7 @@ fn delivered(node: &str, name: &str, rv: u64) -> UpRecord {
         objects: vec![DeliveredObject {
             key: key("pod", "default", name),
             resource_version: rv,
+            deleted: false,
         }],
     }
 }
@@ -353,4 +354,125 @@ fn an_object_sent_before_a_kill_is_deleted_after_it_though_never_acknowledged() 
         "{:?}",
         sent(&e)
     );
+}
+
+/// `desired()` plus a ConfigMap `cfg` at version 7, which `web` mounts when
+/// `mounted`.
+fn desired_with_configmap(mounted: bool) -> Desired {
+    let mut d = desired();
+    let volumes = match mounted {
+        true => json!([{"name": "c", "configMap": {"name": "cfg"}}]),
+        false => json!([]),
+    };
+    let web = json!({"kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"nodeName": "edge-1", "volumes": volumes}});
+    let cfg = json!({"kind": "ConfigMap", "metadata": {"name": "cfg"}});
+    for (k, rv, value) in [
+        (
+            key(kind::POD, "default", "web"),
+            if mounted { 3 } else { 4 },
+            web,
+        ),
+        (key(kind::CONFIGMAP, "default", "cfg"), 7, cfg),
+    ] {
+        let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap().into();
+        d.objects.insert(k, DesiredObject { rv, value, content });
+    }
+    d
+}
+
+#[test]
+fn an_insert_acknowledged_after_a_delete_at_its_version_was_sent_is_still_held() {
+    let cfg = key(kind::CONFIGMAP, "default", "cfg");
+    let mut disk = BTreeMap::new();
+    let mut c = Control::new(1, Checkpoints::default());
+    c.handle_desired(desired_with_configmap(true), 0);
+    let e = effects(&mut c);
+    assert!(
+        sent(&e).contains(&(cfg.to_string(), "insert")),
+        "{:?}",
+        sent(&e)
+    );
+    // The Pod stops mounting it: the ConfigMap, unchanged at 7, is dropped
+    // from the node at 7 while its insert is still on the way.
+    c.handle_desired(desired_with_configmap(false), 10);
+    let e = effects(&mut c);
+    assert!(
+        sent(&e).contains(&(cfg.to_string(), "delete")),
+        "{:?}",
+        sent(&e)
+    );
+    // The node commits the insert; then the hub dies before the delete
+    // reaches the node, and the node connects to a fresh hub.
+    c.handle_records(vec![delivered_cfg(7, false)], 20);
+    c.handle_tick(1000);
+    persisted(&mut disk, &effects(&mut c));
+    let connected = UpRecord::Connected {
+        node_id: "edge-1".into(),
+        at_ms: 30,
+        store_id: 0,
+    };
+    c.handle_records(vec![connected.clone()], 30);
+    let e = effects(&mut c);
+    assert!(
+        sent(&e).contains(&(cfg.to_string(), "delete")),
+        "the node holds cfg and must be told to delete it: {:?}",
+        sent(&e)
+    );
+    // So must a cloudcontrol restarted from what it wrote.
+    let mut c = Control::new(1, Checkpoints::from_nodes(disk));
+    c.handle_desired(desired_with_configmap(false), 40);
+    let e = effects(&mut c);
+    assert!(
+        sent(&e).contains(&(cfg.to_string(), "delete")),
+        "after a restart too: {:?}",
+        sent(&e)
+    );
+}
+
+#[test]
+fn a_delete_acknowledged_after_the_object_was_sent_again_leaves_it_held() {
+    let cfg = key(kind::CONFIGMAP, "default", "cfg");
+    let mut disk = BTreeMap::new();
+    let mut c = Control::new(1, Checkpoints::default());
+    c.handle_desired(desired_with_configmap(true), 0);
+    c.handle_records(vec![delivered_cfg(7, false)], 5);
+    c.handle_desired(desired_with_configmap(false), 10);
+    c.handle_desired(desired_with_configmap(true), 20);
+    let e = effects(&mut c);
+    assert!(
+        sent(&e).contains(&(cfg.to_string(), "delete")),
+        "{:?}",
+        sent(&e)
+    );
+    assert!(
+        sent(&e).contains(&(cfg.to_string(), "insert")),
+        "{:?}",
+        sent(&e)
+    );
+    // The delete is committed; the insert after it is not yet.
+    c.handle_records(vec![delivered_cfg(7, true)], 30);
+    c.handle_tick(1000);
+    persisted(&mut disk, &effects(&mut c));
+    // Restarted; the Pod no longer mounts it.
+    let mut c = Control::new(1, Checkpoints::from_nodes(disk));
+    c.handle_desired(desired_with_configmap(false), 40);
+    let e = effects(&mut c);
+    assert!(
+        sent(&e).contains(&(cfg.to_string(), "delete")),
+        "the insert may have reached the node: {:?}",
+        sent(&e)
+    );
+}
+
+fn delivered_cfg(rv: u64, deleted: bool) -> UpRecord {
+    UpRecord::Delivered {
+        node_id: "edge-1".into(),
+        store_id: 0,
+        objects: vec![DeliveredObject {
+            key: key(kind::CONFIGMAP, "default", "cfg"),
+            resource_version: rv,
+            deleted,
+        }],
+    }
 }

@@ -859,3 +859,43 @@ fn timer_checks_stay_few_under_traffic_and_idle_links_wake_rarely() {
     assert_eq!(hub.connected(), 50);
     assert!(wakeups <= 40, "{wakeups} wakeups in 10 keepalive intervals");
 }
+
+#[test]
+fn a_resync_not_started_is_asked_for_again_while_the_node_is_connected() {
+    let config = HubConfig {
+        queue_budget_bytes: 4_000,
+        keepalive_interval_ms: 1_000,
+        ..HubConfig::default()
+    };
+    let mut hub = Hub::new(config);
+    let mut edge = connected(&mut hub, 1, "n", 0, 0);
+    for i in 0..100 {
+        let _ = hub.handle_downstream("n", key(&format!("k{i}")), update(&format!("k{i}"), 1));
+    }
+    let resyncs = |hub: &mut Hub| {
+        (events(hub).iter())
+            .filter(|e| matches!(e, HubEvent::ResyncNeeded { .. }))
+            .count()
+    };
+    assert_eq!(resyncs(&mut hub), 1);
+    // The control side's answer is lost (it was killed): no ResyncStarted.
+    // The node stays connected and everything for it is refused meanwhile.
+    let mut asked = 0;
+    let until = 2 * RESYNC_RETRY_MS + 5_000;
+    for t in (900..until).step_by(900) {
+        edge.keepalive(&mut hub, t);
+        hub.handle_timeout(t);
+        drain(&mut hub, &mut [&mut edge], t);
+        asked += resyncs(&mut hub);
+    }
+    assert_eq!(asked, 2, "asked again once per {RESYNC_RETRY_MS} ms");
+    hub.handle_resync_started("n");
+    let outcome = hub.handle_downstream("n", key("snapshot"), update("snapshot", 2));
+    assert_eq!(outcome.unwrap(), PushOutcome::Queued);
+    for t in (until..until + 2 * RESYNC_RETRY_MS).step_by(900) {
+        edge.keepalive(&mut hub, t);
+        hub.handle_timeout(t);
+        drain(&mut hub, &mut [&mut edge], t);
+        assert_eq!(resyncs(&mut hub), 0, "at {t}: the resync started");
+    }
+}
