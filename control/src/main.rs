@@ -5,6 +5,7 @@ use clap::Parser;
 use control::config::{Cli, Command, ControlConfig};
 
 fn main() -> anyhow::Result<()> {
+    one_malloc_arena();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colours only on a terminal, and never with NO_COLOR set.
@@ -57,3 +58,26 @@ fn run(args: &control::config::RunArgs) -> anyhow::Result<()> {
     rt.block_on(control::process::run(cfg))?;
     Ok(())
 }
+
+/// glibc gives each thread that allocates under contention an arena of its
+/// own, and every arena keeps its own high-water mark. cloudcontrol builds
+/// each desired state (tens of thousands of parsed objects) on a blocking
+/// thread and drops it on the loop's: with several arenas it held about
+/// 500-580 MiB for a 10,000-node fleet, with one about 410 MiB
+/// (`fleetbench fanout --nodes 10000`), at no cost in CPU measured. Its
+/// threads seldom allocate at the same time. `MALLOC_ARENA_MAX`, when set,
+/// is left to glibc.
+#[cfg(target_env = "gnu")]
+#[allow(unsafe_code)]
+fn one_malloc_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes an allocator setting; it is called
+        // before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn one_malloc_arena() {}

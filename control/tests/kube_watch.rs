@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use control::core::plan::{self, Action, Desired};
+use control::desired::latest::Latest;
 use http::{Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
 use schema::records::ObjectKey;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 type Reply = tower_test::mock::SendResponse<Response<Body>>;
@@ -152,18 +153,13 @@ fn gone() -> Value {
 }
 
 /// Waits (up to 20 s) for a published desired state that satisfies `ok`.
-async fn wait_for(
-    rx: &mut watch::Receiver<Option<Desired>>,
-    ok: impl Fn(&Desired) -> bool,
-) -> Desired {
+async fn wait_for(latest: &Latest, ok: impl Fn(&Desired) -> bool) -> Desired {
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            if let Some(d) = rx.borrow_and_update().as_ref()
-                && ok(d)
-            {
-                return d.clone();
+            let d = latest.next().await;
+            if ok(&d) {
+                return d;
             }
-            rx.changed().await.expect("the watch task ended");
         }
     })
     .await;
@@ -239,11 +235,11 @@ async fn watch_events_and_a_relist_after_gone_keep_the_desired_state_exact() {
     let release = Arc::new(Notify::new());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let server = tokio::spawn(serve(handle, script, release.clone(), seen.clone()));
-    let (tx, mut rx) = watch::channel(None);
+    let (tx, rx) = control::desired::latest::latest();
     let watcher = tokio::spawn(control::desired::watch::watch_desired(client, tx));
 
     // Every kind listed: one snapshot, planned as the manifest source's.
-    let first = wait_for(&mut rx, |_| true).await;
+    let first = wait_for(&rx, |_| true).await;
     let a1 = plan::assign(&first);
     let got: Vec<(String, u64)> = a1.nodes["edge-1"]
         .iter()
@@ -280,7 +276,7 @@ async fn watch_events_and_a_relist_after_gone_keep_the_desired_state_exact() {
 
     // Watch events, a 410, and the re-list.
     release.notify_one();
-    let last = wait_for(&mut rx, |d| {
+    let last = wait_for(&rx, |d| {
         d.objects
             .contains_key(&ObjectKey::new("pod", "default", "web-3"))
             && d.tombstones

@@ -7,18 +7,19 @@
 //! custom resources ([`crate::crd`]) and the store that keeps manifest
 //! versions ([`crate::checkpoint`]); never on the process glue.
 
+pub mod latest;
 pub mod manifest;
 pub mod watch;
 
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::{Store, StoreError};
 use crate::core::plan::Desired;
 
+use self::latest::{Latest, Publisher, latest};
 use self::manifest::{ManifestDir, Versions};
 
 /// Why the source of desired state stopped.
@@ -35,7 +36,7 @@ pub enum SourceError {
 /// The newest desired state, from a task of its own.
 #[derive(Debug)]
 pub struct Source {
-    rx: channel::Receiver<Option<Desired>>,
+    latest: Latest,
     task: JoinHandle<Result<(), SourceError>>,
 }
 
@@ -44,36 +45,33 @@ impl Source {
     /// in `store`.
     pub fn manifests(dir: &Path, store: Store, poll: Duration) -> Result<Source, SourceError> {
         let versions = Versions::load(&store)?;
-        let (tx, rx) = channel::channel(None);
+        let (tx, latest) = latest();
         let dir = ManifestDir::new(dir);
         let task = tokio::spawn(poll_dir(dir, versions, store, poll, tx));
-        Ok(Source { rx, task })
+        Ok(Source { latest, task })
     }
 
     /// Watches the API server behind `client`.
     pub fn kube(client: ::kube::Client) -> Source {
-        let (tx, rx) = channel::channel(None);
+        let (tx, latest) = latest();
         let task = tokio::spawn(async move {
             watch::watch_desired(client, tx).await;
             Err(SourceError::WatchEnded)
         });
-        Source { rx, task }
+        Source { latest, task }
     }
 
     /// The next desired state (the first one once the source has read
     /// everything). Cancel-safe: a state published meanwhile is kept.
     pub async fn next_desired(&mut self) -> Result<Desired, SourceError> {
-        loop {
-            if self.rx.changed().await.is_err() {
-                return Err(match (&mut self.task).await {
-                    Ok(Ok(())) => SourceError::WatchEnded,
-                    Ok(Err(e)) => e,
-                    Err(e) => e.into(),
-                });
-            }
-            if let Some(desired) = self.rx.borrow_and_update().clone() {
-                return Ok(desired);
-            }
+        tokio::select! {
+            biased;
+            desired = self.latest.next() => Ok(desired),
+            ended = &mut self.task => Err(match ended {
+                Ok(Ok(())) => SourceError::WatchEnded,
+                Ok(Err(e)) => e,
+                Err(e) => e.into(),
+            }),
         }
     }
 }
@@ -85,7 +83,7 @@ async fn poll_dir(
     versions: Versions,
     store: Store,
     poll: Duration,
-    tx: channel::Sender<Option<Desired>>,
+    tx: Publisher,
 ) -> Result<(), SourceError> {
     let mut state = Some((dir, versions));
     let mut first = true;
@@ -113,7 +111,7 @@ async fn poll_dir(
         state = Some((dir, versions));
         first = false;
         if let Some(desired) = desired?
-            && tx.send(Some(desired)).is_err()
+            && !tx.publish(desired)
         {
             return Ok(());
         }

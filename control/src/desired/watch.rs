@@ -27,10 +27,10 @@ use schema::records::ObjectKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::core::plan::{Desired, DesiredObject, EDGE_LABEL};
 use crate::crd::{Device, DeviceModel};
+use crate::desired::latest::Publisher;
 
 /// One object as the plan wants it.
 pub type Entry = (ObjectKey, DesiredObject);
@@ -178,8 +178,8 @@ const BURST: usize = 4096;
 
 /// Watches every kind and publishes the desired state into `tx`: first
 /// once all kinds are listed, then after each burst of events. Returns when
-/// every receiver is gone.
-pub async fn watch_desired(client: Client, tx: watch::Sender<Option<Desired>>) {
+/// the loop's end is gone.
+pub async fn watch_desired(client: Client, tx: Publisher) {
     let all = watcher::Config::default;
     let streams = vec![
         stream_of(
@@ -208,7 +208,7 @@ pub async fn watch_desired(client: Client, tx: watch::Sender<Option<Desired>>) {
             };
             changed |= apply(&mut state, more);
         }
-        if changed && state.is_listed() && tx.send(Some(state.desired().clone())).is_err() {
+        if changed && state.is_listed() && !tx.publish(state.desired().clone()) {
             return;
         }
         tokio::task::yield_now().await;
