@@ -388,20 +388,12 @@ fn an_insert_acknowledged_after_a_delete_at_its_version_was_sent_is_still_held()
     let mut c = Control::new(1, Checkpoints::default());
     c.handle_desired(desired_with_configmap(true), 0);
     let e = effects(&mut c);
-    assert!(
-        sent(&e).contains(&(cfg.to_string(), "insert")),
-        "{:?}",
-        sent(&e)
-    );
+    assert_sent(&e, &cfg, "insert", "sent");
     // The Pod stops mounting it: the ConfigMap, unchanged at 7, is dropped
     // from the node at 7 while its insert is still on the way.
     c.handle_desired(desired_with_configmap(false), 10);
     let e = effects(&mut c);
-    assert!(
-        sent(&e).contains(&(cfg.to_string(), "delete")),
-        "{:?}",
-        sent(&e)
-    );
+    assert_sent(&e, &cfg, "delete", "sent");
     // The node commits the insert; then the hub dies before the delete
     // reaches the node, and the node connects to a fresh hub.
     c.handle_records(vec![delivered_cfg(7, false)], 20);
@@ -414,20 +406,17 @@ fn an_insert_acknowledged_after_a_delete_at_its_version_was_sent_is_still_held()
     };
     c.handle_records(vec![connected.clone()], 30);
     let e = effects(&mut c);
-    assert!(
-        sent(&e).contains(&(cfg.to_string(), "delete")),
-        "the node holds cfg and must be told to delete it: {:?}",
-        sent(&e)
+    assert_sent(
+        &e,
+        &cfg,
+        "delete",
+        "the node holds cfg and must be told to delete it",
     );
     // So must a cloudcontrol restarted from what it wrote.
     let mut c = Control::new(1, Checkpoints::from_nodes(disk));
     c.handle_desired(desired_with_configmap(false), 40);
     let e = effects(&mut c);
-    assert!(
-        sent(&e).contains(&(cfg.to_string(), "delete")),
-        "after a restart too: {:?}",
-        sent(&e)
-    );
+    assert_sent(&e, &cfg, "delete", "after a restart too");
 }
 
 #[test]
@@ -440,16 +429,8 @@ fn a_delete_acknowledged_after_the_object_was_sent_again_leaves_it_held() {
     c.handle_desired(desired_with_configmap(false), 10);
     c.handle_desired(desired_with_configmap(true), 20);
     let e = effects(&mut c);
-    assert!(
-        sent(&e).contains(&(cfg.to_string(), "delete")),
-        "{:?}",
-        sent(&e)
-    );
-    assert!(
-        sent(&e).contains(&(cfg.to_string(), "insert")),
-        "{:?}",
-        sent(&e)
-    );
+    assert_sent(&e, &cfg, "delete", "sent");
+    assert_sent(&e, &cfg, "insert", "sent");
     // The delete is committed; the insert after it is not yet.
     c.handle_records(vec![delivered_cfg(7, true)], 30);
     c.handle_tick(1000);
@@ -458,11 +439,7 @@ fn a_delete_acknowledged_after_the_object_was_sent_again_leaves_it_held() {
     let mut c = Control::new(1, Checkpoints::from_nodes(disk));
     c.handle_desired(desired_with_configmap(false), 40);
     let e = effects(&mut c);
-    assert!(
-        sent(&e).contains(&(cfg.to_string(), "delete")),
-        "the insert may have reached the node: {:?}",
-        sent(&e)
-    );
+    assert_sent(&e, &cfg, "delete", "the insert may have reached the node");
 }
 
 fn delivered_cfg(rv: u64, deleted: bool) -> UpRecord {
@@ -475,4 +452,9 @@ fn delivered_cfg(rv: u64, deleted: bool) -> UpRecord {
             deleted,
         }],
     }
+}
+
+fn assert_sent(effects: &[Effect], key: &ObjectKey, op: &'static str, why: &str) {
+    let sent = sent(effects);
+    assert!(sent.contains(&(key.to_string(), op)), "{why}: {sent:?}");
 }
