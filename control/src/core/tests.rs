@@ -404,7 +404,7 @@ fn an_insert_acknowledged_after_a_delete_at_its_version_was_sent_is_still_held()
         at_ms: 30,
         store_id: 0,
     };
-    c.handle_records(vec![connected.clone()], 30);
+    c.handle_records(vec![connected], 30);
     let e = effects(&mut c);
     assert_sent(
         &e,
