@@ -33,9 +33,13 @@ pub struct DesiredObject {
 
 /// The whole desired state: live objects, and the version at which deleted
 /// ones went away (used as the resourceVersion of delete messages).
+///
+/// Objects are shared: a new state that keeps an object points at the same
+/// [`DesiredObject`] as the state before it, so a change of one object
+/// neither copies nor frees the others.
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
-    pub objects: BTreeMap<ObjectKey, DesiredObject>,
+    pub objects: BTreeMap<ObjectKey, Arc<DesiredObject>>,
     pub tombstones: BTreeMap<ObjectKey, u64>,
 }
 
@@ -289,7 +293,7 @@ mod tests {
         let k = ObjectKey::new(kind, ns, &name);
         let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap().into();
         d.objects
-            .insert(k.clone(), DesiredObject { rv, value, content });
+            .insert(k.clone(), Arc::new(DesiredObject { rv, value, content }));
         k
     }
 
@@ -484,7 +488,7 @@ mod tests {
         let old = assign(&old_d);
         let mut d = old_d.clone();
         let web = ObjectKey::new(kind::POD, "default", "web");
-        let o = d.objects.get_mut(&web).unwrap();
+        let o = Arc::make_mut(d.objects.get_mut(&web).unwrap());
         o.value["spec"]["nodeName"] = json!("edge-2");
         o.rv = 20;
         let new = assign(&d);
@@ -532,7 +536,7 @@ mod tests {
         let old = assign(&old_d);
         let mut d = old_d.clone();
         let n = ObjectKey::new(kind::NODE, CLUSTER_NAMESPACE, "edge-2");
-        d.objects.get_mut(&n).unwrap().value["metadata"]["labels"] = json!({});
+        Arc::make_mut(d.objects.get_mut(&n).unwrap()).value["metadata"]["labels"] = json!({});
         let new = assign(&d);
         assert_eq!(
             changes(&d, &old, &new),

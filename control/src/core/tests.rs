@@ -78,7 +78,8 @@ fn desired() -> Desired {
     let mut d = Desired::default();
     let mut add = |k: ObjectKey, rv: u64, value: Value| {
         let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap().into();
-        d.objects.insert(k, DesiredObject { rv, value, content });
+        d.objects
+            .insert(k, Arc::new(DesiredObject { rv, value, content }));
     };
     add(
         key(kind::NODE, "default", "edge-1"),
@@ -376,7 +377,8 @@ fn desired_with_configmap(mounted: bool) -> Desired {
         (key(kind::CONFIGMAP, "default", "cfg"), 7, cfg),
     ] {
         let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap().into();
-        d.objects.insert(k, DesiredObject { rv, value, content });
+        d.objects
+            .insert(k, Arc::new(DesiredObject { rv, value, content }));
     }
     d
 }

@@ -78,7 +78,7 @@ mod tests {
             content: Vec::new().into(),
         };
         d.objects
-            .insert(ObjectKey::new("pod", "default", "a"), object);
+            .insert(ObjectKey::new("pod", "default", "a"), object.into());
         d
     }
 

@@ -18,6 +18,11 @@
 //! [`Versions`] gives objects resourceVersions that survive restarts: a
 //! persisted counter and, per object, the version and content hash, so an
 //! unchanged file keeps its versions.
+//!
+//! A file that did not change keeps its parsed objects (shared, never
+//! copied), and [`Versions`] keeps what it made of each: an object whose
+//! parse it saw before is neither hashed nor stamped again, so a change to
+//! one file costs the objects of that file, not of the whole directory.
 
 use std::collections::{BTreeMap, btree_map::Entry};
 use std::path::{Path, PathBuf};
@@ -57,11 +62,12 @@ pub enum ManifestError {
     },
 }
 
-/// One object read from a manifest.
+/// One object read from a manifest; shared by the file's state and the
+/// scans that return it until the file changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedObject {
     pub key: ObjectKey,
-    pub value: Value,
+    pub value: Arc<Value>,
 }
 
 #[derive(Debug)]
@@ -253,7 +259,10 @@ fn object(mut value: Value) -> Result<ParsedObject, String> {
     let key = ObjectKey::new(served.kind, &namespace, &name);
     key.validate()
         .map_err(|e| format!("{kind_name} {namespace}/{name}: {e}"))?;
-    Ok(ParsedObject { key, value })
+    Ok(ParsedObject {
+        key,
+        value: Arc::new(value),
+    })
 }
 
 /// Persistent resourceVersions for manifest objects.
@@ -261,13 +270,20 @@ fn object(mut value: Value) -> Result<ParsedObject, String> {
 pub struct Versions {
     entries: BTreeMap<ObjectKey, VersionEntry>,
     counter: u64,
+    /// Per live object, the parse it was last made from and what was made:
+    /// the same parse again (an unchanged file) gives the same object.
+    made: BTreeMap<ObjectKey, (Arc<Value>, Arc<DesiredObject>)>,
 }
 
 impl Versions {
     /// Loads what `store` holds.
     pub fn load(store: &Store) -> Result<Versions, StoreError> {
         let (entries, counter) = store.versions()?;
-        Ok(Versions { entries, counter })
+        Ok(Versions {
+            entries,
+            counter,
+            made: BTreeMap::new(),
+        })
     }
 
     /// Turns the objects of the directory into the desired state: unchanged
@@ -283,28 +299,13 @@ impl Versions {
         let mut changed = Vec::new();
         let mut desired = Desired::default();
         for o in objects {
-            let hash = crate::util::sha256(&serde_json::to_vec(&o.value).unwrap_or_default());
-            let rv = match self.entries.get(&o.key) {
-                Some(e) if !e.deleted && e.hash == hash => e.rv,
-                _ => {
-                    self.counter += 1;
-                    let e = VersionEntry {
-                        rv: self.counter,
-                        hash,
-                        deleted: false,
-                    };
-                    self.entries.insert(o.key.clone(), e);
-                    changed.push((o.key.clone(), e));
-                    self.counter
-                }
+            let object = match self.made.get(&o.key) {
+                Some((parsed, made)) if Arc::ptr_eq(parsed, &o.value) => made.clone(),
+                _ => self.make(&o, &mut changed),
             };
-            let mut value = o.value;
-            stamp(&mut value, &o.key, rv);
-            let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap_or_default().into();
-            desired
-                .objects
-                .insert(o.key, DesiredObject { rv, value, content });
+            desired.objects.insert(o.key, object);
         }
+        self.made.retain(|key, _| desired.objects.contains_key(key));
         for (key, e) in self.entries.iter_mut() {
             if !e.deleted && !desired.objects.contains_key(key) {
                 self.counter += 1;
@@ -320,6 +321,38 @@ impl Versions {
             store.save_versions(&changed, self.counter)?;
         }
         Ok(desired)
+    }
+
+    /// The desired object for a parse not seen before: the version its
+    /// content hash earns (a new one when the content is new, recorded in
+    /// `changed`), stamped into a copy of the parse.
+    fn make(
+        &mut self,
+        o: &ParsedObject,
+        changed: &mut Vec<(ObjectKey, VersionEntry)>,
+    ) -> Arc<DesiredObject> {
+        let hash = crate::util::sha256(&serde_json::to_vec(&*o.value).unwrap_or_default());
+        let rv = match self.entries.get(&o.key) {
+            Some(e) if !e.deleted && e.hash == hash => e.rv,
+            _ => {
+                self.counter += 1;
+                let e = VersionEntry {
+                    rv: self.counter,
+                    hash,
+                    deleted: false,
+                };
+                self.entries.insert(o.key.clone(), e);
+                changed.push((o.key.clone(), e));
+                self.counter
+            }
+        };
+        let mut value = (*o.value).clone();
+        stamp(&mut value, &o.key, rv);
+        let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap_or_default().into();
+        let made = Arc::new(DesiredObject { rv, value, content });
+        self.made
+            .insert(o.key.clone(), (o.value.clone(), made.clone()));
+        made
     }
 }
 
@@ -403,7 +436,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let obj = |name: &str, data: &str| ParsedObject {
             key: ObjectKey::new("configmap", "default", name),
-            value: serde_json::json!({"kind":"ConfigMap","metadata":{"name":name},"data":{"k":data}}),
+            value: Arc::new(
+                serde_json::json!({"kind":"ConfigMap","metadata":{"name":name},"data":{"k":data}}),
+            ),
         };
         let rv = |d: &Desired, n: &str| d.objects[&ObjectKey::new("configmap", "default", n)].rv;
         {
@@ -435,5 +470,41 @@ mod tests {
             5,
             "a re-created object is newer than its deletion"
         );
+    }
+
+    #[test]
+    fn a_change_to_one_file_leaves_the_objects_of_the_others_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        let cm = |name: &str, data: &str| {
+            format!("kind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: {data}\n")
+        };
+        std::fs::write(manifests.join("a.yaml"), cm("a", "1")).unwrap();
+        std::fs::write(manifests.join("b.yaml"), cm("b", "1")).unwrap();
+        let mut m = ManifestDir::new(&manifests);
+        let mut v = Versions::load(&store).unwrap();
+        let first = v.apply(&store, m.scan().0.unwrap()).unwrap();
+        std::fs::write(manifests.join("b.yaml"), cm("b", "two")).unwrap();
+        let second = v.apply(&store, m.scan().0.unwrap()).unwrap();
+        let (a, b) = (
+            ObjectKey::new("configmap", "default", "a"),
+            ObjectKey::new("configmap", "default", "b"),
+        );
+        assert!(
+            Arc::ptr_eq(&first.objects[&a], &second.objects[&a]),
+            "the unchanged file's object is the one made before"
+        );
+        assert_eq!(second.objects[&a].rv, 1);
+        assert_eq!(second.objects[&b].rv, 3, "the changed object moves on");
+        assert_eq!(second.objects[&b].value["data"]["k"], "two");
+        std::fs::remove_file(manifests.join("a.yaml")).unwrap();
+        let third = v.apply(&store, m.scan().0.unwrap()).unwrap();
+        assert_eq!(third.tombstones[&a], 4);
+        std::fs::write(manifests.join("a.yaml"), cm("a", "1")).unwrap();
+        let fourth = v.apply(&store, m.scan().0.unwrap()).unwrap();
+        assert_eq!(fourth.objects[&a].rv, 5, "back after its deletion: newer");
+        assert_eq!(fourth.objects[&a].value["metadata"]["resourceVersion"], "5");
     }
 }

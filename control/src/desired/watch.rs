@@ -100,7 +100,7 @@ impl KubeDesired {
             return false;
         }
         self.desired.tombstones.remove(&key);
-        self.desired.objects.insert(key, obj);
+        self.desired.objects.insert(key, Arc::new(obj));
         true
     }
 
