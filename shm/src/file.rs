@@ -243,11 +243,18 @@ impl RingFile {
     /// sleeps. [`RingError::Full`] means: wait for room and retry.
     pub fn push_and_wake(&self, record: &[u8]) -> Result<(), RingError> {
         self.outbound.push(record)?;
+        self.wake_consumer();
+        Ok(())
+    }
+
+    /// Wakes the consumer of the outbound ring if it sleeps: after records
+    /// pushed with [`Ring::push`] through [`RingFile::outbound`], so that a
+    /// burst of records wakes it once rather than once per record.
+    pub fn wake_consumer(&self) {
         let signals = self.outbound.signals();
         if signals.consumer_needs_wake() {
             wake(signals.producer_word());
         }
-        Ok(())
     }
 
     /// Takes the oldest inbound record into `out` and releases it, then wakes

@@ -204,12 +204,17 @@ impl Process {
         while let Some(effect) = self.control.poll_effect() {
             match effect {
                 Effect::Send { shard, record } => self.rings.push(shard, &record),
-                Effect::Persist(writes) => persist(&self.store, writes).await?,
+                Effect::Persist(writes) => {
+                    // What was pushed goes on while the write is made.
+                    self.rings.wake();
+                    persist(&self.store, writes).await?
+                }
                 Effect::Status { node, change } => self.observed.apply(&node, change),
                 Effect::NodeAssigned(node) => self.observed.node_assigned(&node),
             }
         }
         self.waiters.push_pending(&mut self.rings);
+        self.rings.wake();
         Ok(())
     }
 }

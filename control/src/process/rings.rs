@@ -1,6 +1,12 @@
 //! The control side of the shards' ring files: one `RingFile` per shard
 //! opened as `Role::Control`, encoded records queued per shard while a ring
 //! is full, and two-phase reads of what the shards report.
+//!
+//! A burst of records wakes a sleeping shard once, not once per record:
+//! the shard then takes the burst in one turn instead of waking, taking a
+//! few records and sleeping again while this side is still pushing. Pushes
+//! wake it every [`WAKE_EVERY`] records, when its ring is full, and at
+//! [`Rings::wake`], which the loop calls after each round of effects.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -19,12 +25,17 @@ pub enum RingsError {
     Ring { shard: usize, source: RingError },
 }
 
+/// Records pushed between two wake-ups of a shard, at most.
+pub const WAKE_EVERY: usize = 1024;
+
 /// The rings of every shard.
 #[derive(Debug)]
 pub struct Rings {
     files: Vec<RingFile>,
     /// Encoded records waiting for room, per shard.
     pending: Vec<VecDeque<Vec<u8>>>,
+    /// Records pushed since the shard was last woken, per shard.
+    unwoken: Vec<usize>,
     buf: Vec<u8>,
 }
 
@@ -44,6 +55,7 @@ impl Rings {
         }
         Ok(Rings {
             pending: vec![VecDeque::new(); files.len()],
+            unwoken: vec![0; files.len()],
             files,
             buf: Vec::new(),
         })
@@ -74,19 +86,40 @@ impl Rings {
     }
 
     /// Pushes queued records of `shard` while they fit. Returns the size of
-    /// the record waiting for room, if one is.
+    /// the record waiting for room, if one is; the shard is woken then, as
+    /// only it can make room.
     pub fn drain(&mut self, shard: usize) -> Option<usize> {
-        let file = &self.files[shard];
-        let pending = &mut self.pending[shard];
-        while let Some(front) = pending.front() {
-            match file.push_and_wake(front) {
-                Ok(()) => {}
-                Err(RingError::Full) => return Some(front.len()),
+        while let Some(front) = self.pending[shard].front() {
+            match self.files[shard].outbound().push(front) {
+                Ok(()) => self.unwoken[shard] += 1,
+                Err(RingError::Full) => {
+                    let waiting = front.len();
+                    self.wake_shard(shard);
+                    return Some(waiting);
+                }
                 Err(e) => tracing::error!(shard, "record of {} bytes dropped: {e}", front.len()),
             }
-            pending.pop_front();
+            self.pending[shard].pop_front();
+            if self.unwoken[shard] >= WAKE_EVERY {
+                self.wake_shard(shard);
+            }
         }
         None
+    }
+
+    /// Wakes every shard that was pushed records since it was last woken
+    /// (if it sleeps).
+    pub fn wake(&mut self) {
+        for shard in 0..self.files.len() {
+            if self.unwoken[shard] > 0 {
+                self.wake_shard(shard);
+            }
+        }
+    }
+
+    fn wake_shard(&mut self, shard: usize) {
+        self.files[shard].wake_consumer();
+        self.unwoken[shard] = 0;
     }
 
     /// Records queued for `shard` and not yet in its ring.
@@ -126,5 +159,102 @@ impl Rings {
         self.files[shard]
             .release_and_wake(cursor)
             .map_err(|source| RingsError::Ring { shard, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Far longer than any wait of a wake-up that arrives: a wait that
+    /// reaches it is a lost wake-up.
+    const LONG: Duration = Duration::from_secs(10);
+
+    fn committed(seq: u64) -> DownRecord {
+        DownRecord::Committed {
+            node_id: "edge-1".into(),
+            store_id: 1,
+            seq,
+        }
+    }
+
+    /// The shard's side: takes records until `n` arrived, sleeping while
+    /// the ring is empty; counts its sleeps. Fails on a wait that no
+    /// wake-up ended.
+    fn consume(shard: &RingFile, n: u64, sleeps: &AtomicUsize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        let mut buf = Vec::new();
+        while (seqs.len() as u64) < n {
+            if !shard.pop_and_wake(&mut buf).unwrap() {
+                sleeps.fetch_add(1, Ordering::SeqCst);
+                assert!(shard.wait_inbound(LONG), "a wake-up was lost");
+                continue;
+            }
+            match records::from_bytes::<DownRecord>(&buf).unwrap() {
+                DownRecord::Committed { seq, .. } => seqs.push(seq),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seqs
+    }
+
+    fn open(size: usize) -> (tempfile::TempDir, Rings, RingFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let rings = Rings::open(dir.path(), 1, RingSize::Default(size)).unwrap();
+        let shard = RingFile::open(
+            &shm::ring_path(dir.path(), 0),
+            RingSize::Default(size),
+            Role::Shard,
+        )
+        .unwrap();
+        (dir, rings, shard)
+    }
+
+    #[test]
+    fn a_burst_wakes_a_sleeping_shard_once_per_wake_every_records() {
+        let (_dir, mut rings, shard) = open(1 << 20);
+        let n = 3 * WAKE_EVERY as u64;
+        let sleeps = AtomicUsize::new(0);
+        let seqs = std::thread::scope(|s| {
+            let sleeps = &sleeps;
+            let taking = s.spawn(move || consume(&shard, n, sleeps));
+            let flag = rings.files[0].outbound().signals();
+            while flag.consumer_sleeping().load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            for seq in 0..n {
+                rings.push(0, &committed(seq));
+            }
+            rings.wake();
+            taking.join().unwrap()
+        });
+        assert_eq!(seqs, (0..n).collect::<Vec<_>>());
+        // One sleep before the burst, then at most one per wake-up.
+        let slept = sleeps.load(Ordering::SeqCst);
+        assert!(slept <= 1 + 3, "slept {slept} times for {n} records");
+    }
+
+    #[test]
+    fn records_beyond_a_full_ring_all_arrive_in_order() {
+        let (_dir, mut rings, shard) = open(4096);
+        let n = 2000;
+        let sleeps = AtomicUsize::new(0);
+        let seqs = std::thread::scope(|s| {
+            let sleeps = &sleeps;
+            let taking = s.spawn(move || consume(&shard, n, sleeps));
+            for seq in 0..n {
+                rings.push(0, &committed(seq));
+            }
+            let waiter = rings.waiter(0);
+            while let Some(bytes) = rings.drain(0) {
+                assert!(waiter.wait_outbound_room(bytes, LONG), "no room made");
+            }
+            rings.wake();
+            taking.join().unwrap()
+        });
+        assert_eq!(seqs, (0..n).collect::<Vec<_>>());
     }
 }
