@@ -84,6 +84,11 @@ stop() {
   done
   [ ${#pids[@]} -eq 0 ] || echo "stopped; logs are in $logs" >&2
 }
+# A shell started with SIGINT ignored (a background job of a script, nohup)
+# cannot trap it, so Ctrl-C would stop nothing: say so; SIGTERM still works.
+if [ -n "$(trap -p INT)" ]; then
+  echo "SIGINT is ignored in this shell (started in the background?): Ctrl-C cannot stop it; kill -TERM $$ does" >&2
+fi
 trap 'stop; exit 130' INT
 trap 'stop; exit 143' TERM
 trap stop EXIT

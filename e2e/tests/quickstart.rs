@@ -115,7 +115,11 @@ fn the_quick_start_runs_the_system_and_ctrl_c_stops_all_of_it() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.sh");
     let mut launcher = Process::start(
         "quickstart",
-        Command::new("bash")
+        // As from a terminal, whose shell leaves SIGINT at its default: a
+        // test run started in the background of a script inherits SIGINT
+        // ignored, and bash cannot trap a signal ignored at its start.
+        Command::new("env")
+            .args(["--default-signal=INT", "bash"])
             .arg(&script)
             .arg("--bin-dir")
             .arg(&bins)
