@@ -10,6 +10,8 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod containerd;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
