@@ -36,6 +36,7 @@ case "$base_port" in
 esac
 
 if [ -z "$bin_dir" ]; then
+  bash "$root/examples/build-deps.sh"
   echo "building cloudcontrol, cloudhub and edgecore (release; a first build takes minutes)" >&2
   cargo build --release --manifest-path "$root/Cargo.toml" \
     --bin cloudcontrol --bin cloudhub --bin edgecore

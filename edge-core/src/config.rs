@@ -16,6 +16,9 @@
 //! [modules.edged]
 //! hostnameOverride = "edge-1"                # the node name
 //! nodeStatusUpdateFrequency = 10             # seconds
+//! remoteRuntimeEndpoint = "unix:///run/containerd/containerd.sock"
+//! rootDirectory = "/var/lib/edged"           # pod volumes
+//! podLogsDir = "/var/log/pods"               # container logs
 //!
 //! [modules.metaManager.metaServer]
 //! server = "127.0.0.1:10550"
@@ -149,7 +152,7 @@ pub fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-/// `[modules.edged]`: this node.
+/// `[modules.edged]`: this node, and how its pods run (KubeEdge's names).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Edged {
@@ -157,6 +160,29 @@ pub struct Edged {
     pub hostname_override: String,
     /// Seconds between node status reports. Default 10.
     pub node_status_update_frequency: u64,
+    /// Run the node's pods. Default true; without a reachable runtime the
+    /// pods stay Pending with the reason, and everything else runs.
+    pub enable: bool,
+    /// The CRI runtime service. Default `unix:///run/containerd/containerd.sock`.
+    pub remote_runtime_endpoint: String,
+    /// The CRI image service. Default: empty, the runtime endpoint.
+    pub remote_image_endpoint: String,
+    /// The sandbox (pause) image the runtime is configured with; checked
+    /// at start and reported missing. Default `registry.k8s.io/pause:3.6`,
+    /// containerd 1.6's default.
+    pub pod_sandbox_image: String,
+    /// Where pod volumes live (`pods/<uid>/volumes/...`). Default `/var/lib/edged`.
+    pub root_directory: String,
+    /// Where the runtime writes container logs, as the kubelet's
+    /// `podLogsDir`. Default `/var/log/pods`.
+    pub pod_logs_dir: String,
+    /// `cgroupfs` (default) or `systemd`: must match the runtime's.
+    pub cgroup_driver: String,
+    /// The node's InternalIP. Default: empty, the address this host
+    /// reaches the cloud from.
+    pub node_ip: String,
+    /// Seconds a runtime call may take (image pulls included). Default 120.
+    pub runtime_request_timeout: u64,
 }
 
 impl Default for Edged {
@@ -164,6 +190,15 @@ impl Default for Edged {
         Self {
             hostname_override: String::new(),
             node_status_update_frequency: 10,
+            enable: true,
+            remote_runtime_endpoint: "unix:///run/containerd/containerd.sock".to_owned(),
+            remote_image_endpoint: String::new(),
+            pod_sandbox_image: "registry.k8s.io/pause:3.6".to_owned(),
+            root_directory: "/var/lib/edged".to_owned(),
+            pod_logs_dir: "/var/log/pods".to_owned(),
+            cgroup_driver: "cgroupfs".to_owned(),
+            node_ip: String::new(),
+            runtime_request_timeout: 120,
         }
     }
 }

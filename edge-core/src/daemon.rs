@@ -16,7 +16,7 @@ use clock::unix_ms;
 use futures_channel::mpsc;
 use futures_lite::StreamExt as _;
 use hub_core::link::{Link, LinkConfig, LinkEvent};
-use schema::{Header, Message, Route};
+use schema::Message;
 
 use crate::config::EdgeConfig;
 pub use crate::hooks::{ChangeHook, EdgeHooks, Upstream};
@@ -24,6 +24,7 @@ use crate::join::{self, CertFiles};
 use crate::link::{Connection, Input};
 use crate::metaserver::{self, Watches};
 use crate::store::{Store, StoreError, random_u64};
+use crate::workloads::{self, Workloads, node::NodeStatus};
 
 /// Why the daemon stopped.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Devices(#[from] crate::devices::DevicesError),
+    #[error("cannot start Edged's thread: {0}")]
+    Edged(std::io::Error),
 }
 
 /// What the daemon's tasks share on its one thread.
@@ -110,11 +113,34 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
             .on_change
             .push(Box::new(move |changes| devices.handle_changes(changes)));
     }
+    let edged = &config.modules.edged;
+    let host_ip = workloads::node::host_ip(&edged.node_ip, &config.modules.edge_hub.server);
+    let pods = if edged.enable {
+        let w = Workloads::start(
+            edged,
+            &host_ip,
+            shared.store.clone(),
+            Upstream::new(tx.clone()),
+        )
+        .map_err(DaemonError::Edged)?;
+        let hook = w.clone();
+        shared
+            .hooks
+            .borrow_mut()
+            .on_change
+            .push(Box::new(move |changes| hook.handle_changes(changes)));
+        Some(w)
+    } else {
+        tracing::info!("Edged is disabled: pods are stored and served, not run");
+        None
+    };
     let on_start = shared.hooks.borrow_mut().on_start.take();
     if let Some(on_start) = on_start {
         on_start(Upstream::new(tx.clone()));
     }
     let mut daemon = Daemon::new(config, shared, tx)?;
+    daemon.pods = pods;
+    daemon.host_ip = host_ip;
     daemon.run(rx).await
 }
 
@@ -128,6 +154,10 @@ struct Daemon {
     start: Instant,
     next_status: Option<u64>,
     renew_at_unix: Option<u64>,
+    /// Edged's thread, when pods run here.
+    pods: Option<Workloads>,
+    node_status: NodeStatus,
+    host_ip: String,
 }
 
 impl Daemon {
@@ -170,6 +200,9 @@ impl Daemon {
             start: Instant::now(),
             next_status: None,
             renew_at_unix,
+            pods: None,
+            node_status: NodeStatus::default(),
+            host_ip: String::new(),
         })
     }
 
@@ -356,8 +389,18 @@ impl Daemon {
         if !self.link.is_up() {
             return Ok(());
         }
-        let node = &self.config.modules.edged.hostname_override;
-        self.append_outbox(vec![node_status(node, unix_ms())])
+        let edged = &self.config.modules.edged;
+        let runtime = self.pods.as_ref().map(Workloads::runtime);
+        let now = unix_ms();
+        let node = edged.hostname_override.clone();
+        let content = self.node_status.status(
+            &self.host_ip,
+            &node,
+            &edged.root_directory,
+            runtime.as_ref(),
+            now,
+        );
+        self.append_outbox(vec![workloads::node::message(&node, &content, now)])
     }
 
     /// Certificate rotation: at the scheduled instant, request a new
@@ -405,32 +448,4 @@ fn next_renewal(config: &EdgeConfig) -> Option<u64> {
     let (nb, na) = join::validity(&hub.tls_cert_file)?;
     let random = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
     Some(join::renewal_at(nb, na, random))
-}
-
-/// The upstream node status message: Ready.
-pub fn node_status(node: &str, now_ms: u64) -> Message {
-    let content = serde_json::json!({
-        "conditions": [{
-            "type": "Ready",
-            "status": "True",
-            "reason": "EdgeReady",
-            "message": "edgecore is running",
-            "lastHeartbeatTime": now_ms.to_string(),
-        }]
-    });
-    Message {
-        header: Header {
-            id: format!("nodestatus-{node}-{now_ms}"),
-            timestamp_ms: now_ms,
-            ..Header::default()
-        },
-        route: Route {
-            source: "edged".to_owned(),
-            destination: String::new(),
-            group: "resource".to_owned(),
-            operation: "update".to_owned(),
-            resource: format!("default/nodestatus/{node}"),
-        },
-        content: content.to_string().into_bytes(),
-    }
 }

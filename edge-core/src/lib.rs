@@ -12,8 +12,13 @@
 //! [`hooks::EdgeHooks`]. Nothing is acknowledged to the cloud before it is
 //! durable, and the node keeps serving from its store while offline.
 //!
-//! It must never depend on tokio or glommio, start extra threads for its own
-//! work, or acknowledge anything to the cloud before it is durable.
+//! Edged ([`workloads`]) runs the node's pods through the container
+//! runtime's CRI (containerd), on the one helper thread edgecore has: the
+//! CRI is gRPC, and tonic needs tokio, which stays on that thread.
+//!
+//! It must never depend on glommio, run tokio outside Edged's thread, start
+//! other threads for its own work, or acknowledge anything to the cloud
+//! before it is durable.
 
 pub mod broker;
 pub mod config;
@@ -27,3 +32,4 @@ pub mod outbox;
 pub mod store;
 pub mod tls;
 pub mod twin;
+pub mod workloads;

@@ -1,0 +1,412 @@
+//! Edged's glue: runs the node's pods through the CRI.
+//!
+//! It lives on a thread of its own with a current-thread tokio runtime,
+//! because tonic (the CRI's gRPC stack) needs tokio and edgecore's main
+//! thread runs monoio. The thread owns the `edged::Edged` core and the CRI
+//! client; it reads pods, ConfigMaps and Secrets from the store (LMDB
+//! allows readers on any thread), is told of committed changes through a
+//! channel, and sends pod statuses upstream through the durable outbox.
+//! Every second it lists the runtime's containers, as the kubelet's PLEG
+//! does, so an exit is noticed within a second.
+
+mod cri;
+pub(crate) mod node;
+mod volumes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use clock::unix_ms;
+use edged::{Edged, EdgedConfig, Objects, Op, Pod, PodKey};
+use schema::kinds;
+use schema::records::ObjectKey;
+use schema::{Header, Message, Route};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub use cri::{Cri, CriError};
+
+use crate::config;
+use crate::hooks::Upstream;
+use crate::store::{Change, ChangeType, Store};
+
+/// What edgecore knows of the container runtime, for the node's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Runtime {
+    /// Not asked yet.
+    #[default]
+    Unknown,
+    /// Answering: its name and version.
+    Up { name: String, version: String },
+    /// Not answering, with why: the node is not Ready.
+    Down(String),
+    /// None installed (no socket at the endpoint): a gateway that runs
+    /// only devices. The node stays Ready; pods wait, with why.
+    Absent(String),
+}
+
+#[derive(Debug)]
+enum Event {
+    Pod(Vec<u8>),
+    PodDeleted(PodKey),
+    Namespace(String),
+}
+
+/// The handle the daemon keeps: feeds committed changes to Edged's thread
+/// and reads the runtime's state.
+#[derive(Debug, Clone)]
+pub struct Workloads {
+    events: mpsc::UnboundedSender<Event>,
+    runtime: Arc<Mutex<Runtime>>,
+}
+
+impl Workloads {
+    /// Starts Edged's thread.
+    pub fn start(
+        config: &config::Edged,
+        host_ip: &str,
+        store: Store,
+        upstream: Upstream,
+    ) -> std::io::Result<Workloads> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let runtime = Arc::new(Mutex::new(Runtime::Unknown));
+        let core = Edged::new(EdgedConfig {
+            host_ip: host_ip.to_owned(),
+            runtime_name: "containerd".to_owned(),
+            log_root: config.pod_logs_dir.clone(),
+            root_directory: config.root_directory.clone(),
+            resync_ms: 10_000,
+        });
+        let runner = Runner {
+            config: config.clone(),
+            core,
+            store,
+            upstream,
+            runtime: runtime.clone(),
+            cri: None,
+            seen: HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name("edged".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match rt {
+                    Ok(rt) => rt.block_on(runner.run(rx)),
+                    Err(e) => tracing::error!("Edged cannot start its runtime: {e}"),
+                }
+            })?;
+        Ok(Workloads { events, runtime })
+    }
+
+    /// Committed changes: pods to run or stop, ConfigMaps and Secrets their
+    /// env and volumes read.
+    pub fn handle_changes(&self, changes: &[Change]) {
+        for c in changes {
+            let key = &c.object.key;
+            let event = match key.kind.as_str() {
+                kinds::POD if c.change == ChangeType::Deleted => {
+                    Event::PodDeleted(PodKey::new(&key.namespace, &key.name))
+                }
+                kinds::POD => Event::Pod(c.object.data.clone()),
+                kinds::CONFIGMAP | kinds::SECRET => Event::Namespace(key.namespace.clone()),
+                _ => continue,
+            };
+            let _ = self.events.send(event);
+        }
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        self.runtime.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+struct Runner {
+    config: config::Edged,
+    core: Edged,
+    store: Store,
+    upstream: Upstream,
+    runtime: Arc<Mutex<Runtime>>,
+    cri: Option<Cri>,
+    /// The containers (id, state) of each pod at the last relist.
+    seen: HashMap<PodKey, Vec<(String, i32)>>,
+}
+
+/// How often the runtime's containers are listed (the kubelet's PLEG period).
+const RELIST: Duration = Duration::from_secs(1);
+/// How often an unreachable runtime is tried again.
+const RETRY: Duration = Duration::from_secs(5);
+
+impl Runner {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        self.load_pods();
+        let mut next_relist = tokio::time::Instant::now();
+        loop {
+            if self.cri.is_none() {
+                self.connect().await;
+            }
+            if self.cri.is_some() {
+                if tokio::time::Instant::now() >= next_relist {
+                    self.relist().await;
+                    next_relist = tokio::time::Instant::now() + RELIST;
+                }
+                while let Some(key) = self.core.poll_sync(unix_ms()) {
+                    self.sync(&key).await;
+                    self.send_statuses();
+                }
+            }
+            self.send_statuses();
+            let now = unix_ms();
+            let due = self
+                .core
+                .poll_timeout()
+                .map_or(RELIST, |at| Duration::from_millis(at.saturating_sub(now)));
+            let wait = if self.cri.is_some() {
+                due.min(next_relist.saturating_duration_since(tokio::time::Instant::now()))
+            } else {
+                RETRY
+            };
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => {
+                        self.handle(event);
+                        while let Ok(event) = rx.try_recv() {
+                            self.handle(event);
+                        }
+                    }
+                    None => return,
+                },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = unix_ms();
+        match event {
+            Event::Pod(data) => match Pod::from_json(&data) {
+                Ok(pod) => self.core.handle_pod(pod, now),
+                Err(e) => tracing::warn!("a stored pod cannot run: {e}"),
+            },
+            Event::PodDeleted(key) => self.core.handle_pod_deleted(&key, now),
+            Event::Namespace(ns) => self.core.handle_namespace_changed(&ns, now),
+        }
+    }
+
+    /// The pods already in the store when edgecore starts.
+    fn load_pods(&mut self) {
+        match self.store.list(kinds::POD, None) {
+            Ok(pods) => {
+                for o in pods {
+                    self.handle(Event::Pod(o.data));
+                }
+            }
+            Err(e) => tracing::error!("Edged cannot read the stored pods: {e}"),
+        }
+    }
+
+    /// Asks the runtime its version; while it does not answer, pods wait.
+    async fn connect(&mut self) {
+        let c = &self.config;
+        let timeout = Duration::from_secs(c.runtime_request_timeout.max(1));
+        let result = match Cri::new(
+            &c.remote_runtime_endpoint,
+            &c.remote_image_endpoint,
+            timeout,
+            "",
+        ) {
+            Ok(mut cri) => cri.version().await.map(|v| (cri, v)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((mut cri, (name, version))) => {
+                tracing::info!(endpoint = %c.remote_runtime_endpoint, %name, %version, "container runtime up");
+                match cri.has_image(&c.pod_sandbox_image).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        image = %c.pod_sandbox_image,
+                        "the sandbox image is not present: pods cannot start until it is imported"
+                    ),
+                    Err(e) => tracing::warn!("cannot check the sandbox image: {e}"),
+                }
+                self.set_runtime(Runtime::Up { name, version });
+                match cri.pods().await {
+                    Ok(keys) => keys
+                        .iter()
+                        .for_each(|k| self.core.handle_found(k, unix_ms())),
+                    Err(e) => tracing::warn!("cannot list the runtime's pods: {e}"),
+                }
+                self.cri = Some(cri);
+            }
+            Err(e) => self.runtime_down(e),
+        }
+    }
+
+    fn runtime_down(&mut self, e: CriError) {
+        let endpoint = &self.config.remote_runtime_endpoint;
+        let socket = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+        let (state, message) = if std::path::Path::new(socket).exists() {
+            let m = format!("container runtime at {endpoint} is not reachable: {e}");
+            (Runtime::Down(m.clone()), m)
+        } else {
+            let m = format!("no container runtime at {endpoint}: pods cannot run on this node");
+            (Runtime::Absent(m.clone()), m)
+        };
+        if self.runtime() != state {
+            tracing::warn!("{message}; pods stay Pending until it answers");
+        }
+        self.set_runtime(state);
+        self.cri = None;
+        self.core.handle_runtime_down(&message, unix_ms());
+    }
+
+    fn runtime(&self) -> Runtime {
+        self.runtime.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn set_runtime(&self, r: Runtime) {
+        *self.runtime.lock().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    /// The PLEG: pods whose containers changed are synced now.
+    async fn relist(&mut self) {
+        let Some(cri) = self.cri.as_mut() else { return };
+        let states = match cri.container_states().await {
+            Ok(s) => s,
+            Err(e) => return self.runtime_down(e),
+        };
+        let mut now_seen: HashMap<PodKey, Vec<(String, i32)>> = HashMap::new();
+        for (key, id, state) in states {
+            now_seen.entry(key).or_default().push((id, state));
+        }
+        for v in now_seen.values_mut() {
+            v.sort();
+        }
+        let now = unix_ms();
+        for (key, v) in &now_seen {
+            if self.seen.get(key) != Some(v) {
+                self.core.handle_found(key, now);
+            }
+        }
+        for key in self.seen.keys().filter(|k| !now_seen.contains_key(*k)) {
+            self.core.handle_changed(key, now);
+        }
+        self.seen = now_seen;
+    }
+
+    /// One round of a pod's sync: observe, plan, run the batch.
+    async fn sync(&mut self, key: &PodKey) {
+        let Some(cri) = self.cri.as_mut() else { return };
+        let observed = match cri.observe(key).await {
+            Ok(o) => o,
+            Err(e) => return self.runtime_down(e),
+        };
+        let objects = StoreObjects(&self.store);
+        let ops = self
+            .core
+            .handle_observed(key, &observed, &objects, unix_ms());
+        if ops.is_empty() {
+            return;
+        }
+        for op in &ops {
+            tracing::debug!(pod = %key, ?op, "runtime operation");
+            let result = match op {
+                Op::WriteVolumes(vs) => {
+                    vs.iter()
+                        .try_for_each(volumes::write)
+                        .map_err(|e| edged::Failure {
+                            container: None,
+                            reason: "FailedMount".into(),
+                            message: e.to_string(),
+                        })
+                }
+                op => cri.run(op).await,
+            };
+            if let Err(f) = result {
+                tracing::warn!(pod = %key, reason = %f.reason, "{}", f.message);
+                self.core.handle_failed(key, f, unix_ms());
+                break;
+            }
+        }
+        self.core.handle_done(key, unix_ms());
+    }
+
+    fn send_statuses(&mut self) {
+        while let Some((key, status)) = self.core.poll_status() {
+            let phase = status["phase"].as_str().unwrap_or("").to_owned();
+            tracing::info!(pod = %key, %phase, "pod status");
+            if !self
+                .upstream
+                .send(vec![pod_status(&key, &status, unix_ms())])
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The upstream message that carries a pod's status.
+fn pod_status(key: &PodKey, status: &Value, now_ms: u64) -> Message {
+    Message {
+        header: Header {
+            id: format!("podstatus-{}-{}-{now_ms}", key.namespace, key.name),
+            timestamp_ms: now_ms,
+            ..Header::default()
+        },
+        route: Route {
+            source: "edged".to_owned(),
+            destination: String::new(),
+            group: "resource".to_owned(),
+            operation: "update".to_owned(),
+            resource: format!("{}/podstatus/{}", key.namespace, key.name),
+        },
+        content: status.to_string().into_bytes(),
+    }
+}
+
+/// ConfigMaps and Secrets as MetaManager stores them.
+struct StoreObjects<'a>(&'a Store);
+
+impl StoreObjects<'_> {
+    fn data(&self, kind: &str, ns: &str, name: &str) -> Option<Value> {
+        let o = self.0.get(&ObjectKey::new(kind, ns, name)).ok()??;
+        serde_json::from_slice(&o.data).ok()
+    }
+}
+
+impl Objects for StoreObjects<'_> {
+    fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let v = self.data(kinds::CONFIGMAP, namespace, name)?;
+        let mut out = BTreeMap::new();
+        for (k, v) in v["data"].as_object().into_iter().flatten() {
+            out.insert(k.clone(), v.as_str().unwrap_or("").as_bytes().to_vec());
+        }
+        for (k, v) in v["binaryData"].as_object().into_iter().flatten() {
+            if let Ok(bytes) =
+                base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or(""))
+            {
+                out.insert(k.clone(), bytes);
+            }
+        }
+        Some(out)
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let v = self.data(kinds::SECRET, namespace, name)?;
+        let mut out = BTreeMap::new();
+        for (k, v) in v["data"].as_object().into_iter().flatten() {
+            if let Ok(bytes) =
+                base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or(""))
+            {
+                out.insert(k.clone(), bytes);
+            }
+        }
+        for (k, v) in v["stringData"].as_object().into_iter().flatten() {
+            out.insert(k.clone(), v.as_str().unwrap_or("").as_bytes().to_vec());
+        }
+        Some(out)
+    }
+}
