@@ -65,7 +65,8 @@ fn reports_become_status_and_are_committed() {
             2,
             "edged",
             "default/podstatus/web-1",
-            r#"{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}"#,
+            r#"{"phase":"Running","conditions":[{"type":"Ready","status":"True"}],
+                "containerStatuses":[{"name":"web","ready":true,"restartCount":2,"state":{"running":{}}}]}"#,
         ),
     );
     hub.push(s1, &upstream("edge-1", 3, "twin", "default/devicestatus/thermometer-1",
@@ -91,12 +92,29 @@ fn reports_become_status_and_are_committed() {
     assert_eq!(nodes[0], ["NAME", "STATUS", "ROLES", "AGE"]);
     assert_eq!(nodes[1][..3], ["edge-1", "Ready", "agent,edge"]);
     assert_eq!(nodes[2][..2], ["edge-2", "Unknown"]);
+    // As kubectl shows pods: ready containers, restarts, age.
     let pods = get(&data, "pods");
     assert_eq!(
         pods,
         [
-            vec!["NAMESPACE", "NAME", "NODE", "STATUS", "READY"],
-            vec!["default", "web-1", "edge-1", "Running", "True"],
+            vec![
+                "NAMESPACE",
+                "NAME",
+                "READY",
+                "STATUS",
+                "RESTARTS",
+                "AGE",
+                "NODE"
+            ],
+            vec![
+                "default",
+                "web-1",
+                "1/1",
+                "Running",
+                "2",
+                "<unknown>",
+                "edge-1"
+            ],
         ]
     );
     let devices = get(&data, "devices");

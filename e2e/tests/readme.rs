@@ -127,11 +127,11 @@ fn shows(what: &str, table: &str) -> bool {
         .collect();
     match what {
         "nodes" => rows.iter().any(|r| r.starts_with(&["edge-1", "Ready"])),
-        // Pods are listed once their node reports their status; without a
-        // runtime at the edge none does yet, and the table is its header.
+        // Pods are listed once their node reports their status (Pending,
+        // with the reason, where no runtime runs them).
         "pods" => rows
             .first()
-            .is_some_and(|r| r.starts_with(&["NAMESPACE", "NAME", "NODE", "STATUS"])),
+            .is_some_and(|r| r.starts_with(&["NAMESPACE", "NAME", "READY", "STATUS"])),
         // Devices likewise once their twin reports (the quick start's
         // test publishes one and sees it here).
         "devices" => rows

@@ -246,18 +246,41 @@ impl StatusDir {
                     .collect(),
             ),
             "pods" | "pod" | "po" => (
-                &["NAMESPACE", "NAME", "NODE", "STATUS", "READY"],
+                &[
+                    "NAMESPACE",
+                    "NAME",
+                    "READY",
+                    "STATUS",
+                    "RESTARTS",
+                    "AGE",
+                    "NODE",
+                ],
                 self.list("pods", true)
                     .iter()
                     .map(|p| {
-                        let ready =
-                            condition(p, "Ready").map_or("<unknown>".into(), |c| s(&c["status"]));
+                        let statuses = p["status"]["containerStatuses"].as_array();
+                        let all = statuses.map_or(0, Vec::len);
+                        let ready = statuses
+                            .into_iter()
+                            .flatten()
+                            .filter(|c| c["ready"] == true);
+                        let restarts: i64 = statuses
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|c| c["restartCount"].as_i64())
+                            .sum();
+                        let age = p["status"]["startTime"]
+                            .as_str()
+                            .and_then(parse_rfc3339)
+                            .map_or("<unknown>".into(), |t| age(now, t));
                         vec![
                             s(&p["metadata"]["namespace"]),
                             s(&p["metadata"]["name"]),
+                            format!("{}/{all}", ready.count()),
+                            pod_display_status(&p["status"]),
+                            restarts.to_string(),
+                            age,
                             s(&p["spec"]["nodeName"]),
-                            s(&p["status"]["phase"]),
-                            ready,
                         ]
                     })
                     .collect(),
@@ -292,6 +315,38 @@ impl StatusDir {
         };
         Some(render(header, &rows))
     }
+}
+
+/// The STATUS kubectl prints for a pod: the reason a container waits or
+/// ended with (init containers as `Init:…`), else the phase.
+fn pod_display_status(status: &Value) -> String {
+    let list = |field: &str| status[field].as_array().cloned().unwrap_or_default();
+    let init = list("initContainerStatuses");
+    for (i, c) in init.iter().enumerate() {
+        let t = &c["state"]["terminated"];
+        match (
+            t["exitCode"].as_i64(),
+            c["state"]["waiting"]["reason"].as_str(),
+        ) {
+            (Some(0), _) => continue,
+            (Some(code), _) => {
+                return t["reason"]
+                    .as_str()
+                    .map_or(format!("Init:ExitCode:{code}"), |r| format!("Init:{r}"));
+            }
+            (None, Some(r)) if r != "PodInitializing" => return format!("Init:{r}"),
+            _ => return format!("Init:{i}/{}", init.len()),
+        }
+    }
+    let mut shown = status["phase"].as_str().unwrap_or("Unknown").to_owned();
+    for c in list("containerStatuses").iter().rev() {
+        if let Some(r) = c["state"]["waiting"]["reason"].as_str() {
+            shown = r.to_owned();
+        } else if let Some(r) = c["state"]["terminated"]["reason"].as_str() {
+            shown = r.to_owned();
+        }
+    }
+    shown
 }
 
 fn node_object(node: &str, conditions: Value) -> Value {

@@ -1,0 +1,283 @@
+//! Pods from a manifest directory run on an edge's containerd, checked as
+//! an operator would: `cloudcontrol get pods` (READY, STATUS, RESTARTS),
+//! the container logs where the kubelet writes them, and what `ctr` shows.
+//! One edge runs a pod that prints its env and ConfigMap volume, one that
+//! crash-loops, one whose image is missing with `Never`, and one on the
+//! host network; then a spec change, a delete, and kill -9 of edgecore with
+//! the containers adopted, not restarted, by the next edgecore.
+//!
+//! The runtime is a real containerd of the test's own with images built
+//! from a static busybox (`support::containerd`). Every wait polls what a
+//! user looks at until it shows the expected state or a deadline passes.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::containerd::{BUSYBOX, Containerd, PAUSE};
+use support::{Process, eventually, join, start_control, start_edge, start_hub, table, token};
+
+const CONFIG: &str = r#"apiVersion: v1
+kind: Node
+metadata:
+  name: edge-1
+  labels: {node-role.kubernetes.io/edge: ""}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: default}
+data: {mode: fast}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds, namespace: default}
+data: {password: aHVudGVyMg==}
+"#;
+
+fn web(version: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: default}}
+spec:
+  nodeName: edge-1
+  terminationGracePeriodSeconds: 2
+  containers:
+    - name: web
+      image: {BUSYBOX}
+      imagePullPolicy: Never
+      command: ["sh", "-c", "echo {version} mode=$MODE password=$PASSWORD node=$NODE file=`cat /etc/web/mode`; exec sleep 3600"]
+      env:
+        - {{name: MODE, valueFrom: {{configMapKeyRef: {{name: settings, key: mode}}}}}}
+        - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
+        - {{name: NODE, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+      volumeMounts: [{{name: config, mountPath: /etc/web}}]
+  volumes: [{{name: config, configMap: {{name: settings}}}}]
+"#
+    )
+}
+
+fn others() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: crash, namespace: default}}
+spec:
+  nodeName: edge-1
+  containers: [{{name: app, image: "{BUSYBOX}", imagePullPolicy: Never, command: ["sh", "-c", "echo crashing; exit 3"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: missing, namespace: default}}
+spec:
+  nodeName: edge-1
+  containers: [{{name: app, image: "apiary.local/nothing:1", imagePullPolicy: Never}}]
+"#
+    )
+}
+
+fn host() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: host, namespace: default}}
+spec:
+  nodeName: edge-1
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: app, image: "{BUSYBOX}", imagePullPolicy: Never, command: ["sleep", "3600"]}}]
+"#
+    )
+}
+
+/// Sets `key = value` in the edge's TOML, where `edgecore join` wrote it.
+fn set(text: &str, key: &str, value: &str) -> String {
+    let prefix = format!("{key} = ");
+    assert!(
+        text.lines().any(|l| l.starts_with(&prefix)),
+        "{key} is not in:\n{text}"
+    );
+    text.lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                format!("{prefix}{value:?}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `cloudcontrol get pods`' row of `name`: NAMESPACE NAME READY STATUS RESTARTS AGE NODE.
+fn pod_row(data: &Path, name: &str) -> Option<Vec<String>> {
+    table(data, "pods")
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .find(|r| r.get(1).map(String::as_str) == Some(name))
+}
+
+fn shows(data: &Path, name: &str, ready: &str, status: &str) -> bool {
+    pod_row(data, name).is_some_and(|r| r[2] == ready && r[3] == status)
+}
+
+fn restarts(data: &Path, name: &str) -> u32 {
+    pod_row(data, name).map_or(0, |r| r[4].parse().unwrap())
+}
+
+/// The pod's log directory under `logs` (`<namespace>_<name>_<uid>`).
+fn log_dir(logs: &Path, name: &str) -> Option<PathBuf> {
+    std::fs::read_dir(logs)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("default_{name}_"))
+        })
+}
+
+fn log_holds(logs: &Path, pod: &str, file: &str, text: &str) -> bool {
+    log_dir(logs, pod)
+        .and_then(|d| std::fs::read_to_string(d.join(file)).ok())
+        .is_some_and(|t| t.contains(text))
+}
+
+/// The ids of `pod`'s running app containers (not its sandbox), as `ctr`
+/// lists them.
+fn running_tasks(c: &Containerd, pod: &str) -> Vec<String> {
+    let filter = format!(
+        "labels.\"io.kubernetes.pod.name\"=={pod},labels.\"io.cri-containerd.kind\"==container"
+    );
+    let ids = c.ctr(&["containers", "ls", "-q", &filter]);
+    let tasks = c.ctr(&["tasks", "ls"]);
+    let mut running: Vec<String> = ids
+        .lines()
+        .filter(|id| {
+            tasks
+                .lines()
+                .any(|t| t.starts_with(id) && t.contains("RUNNING"))
+        })
+        .map(str::to_owned)
+        .collect();
+    running.sort();
+    running
+}
+
+fn start_edge_on(config: &Path, dir: &Path) -> Process {
+    start_edge("edge-1", config, dir).0
+}
+
+#[test]
+fn pods_run_crash_loop_update_delete_and_survive_an_edgecore_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("cri")).unwrap();
+    let runtime = Containerd::start_with_images(&dir.join("cri"));
+    let (manifests, data, rings) = (
+        dir.join("manifests"),
+        dir.join("control"),
+        dir.join("rings"),
+    );
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("config.yaml"), CONFIG).unwrap();
+    std::fs::write(manifests.join("web.yaml"), web("v1")).unwrap();
+    std::fs::write(manifests.join("others.yaml"), others()).unwrap();
+    std::fs::write(manifests.join("host.yaml"), host()).unwrap();
+    let (_control, certs) = start_control(dir, &manifests, &data, &rings, "127.0.0.1:0");
+    let (_hub, hub_port) = start_hub(dir, &data, &rings, 0, "");
+    let config = join(
+        &token(&data),
+        &format!("127.0.0.1:{hub_port}"),
+        &certs,
+        "edge-1",
+        &dir.join("edge-1"),
+    );
+    let logs = dir.join("pod-logs");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = set(&text, "remoteRuntimeEndpoint", &runtime.endpoint());
+    text = set(&text, "podSandboxImage", PAUSE);
+    text = set(&text, "rootDirectory", &dir.join("edged").to_string_lossy());
+    text = set(&text, "podLogsDir", &logs.to_string_lossy());
+    std::fs::write(&config, text).unwrap();
+    let edge = start_edge_on(&config, dir);
+
+    // Running and Ready, with its env and volume as the container sees them.
+    eventually("web Running 1/1", || shows(&data, "web", "1/1", "Running"));
+    eventually("web's log shows its env and volume", || {
+        log_holds(
+            &logs,
+            "web",
+            "web/0.log",
+            "v1 mode=fast password=hunter2 node=edge-1 file=fast",
+        )
+    });
+    let line = std::fs::read_to_string(log_dir(&logs, "web").unwrap().join("web/0.log")).unwrap();
+    assert!(
+        line.contains(" stdout F v1 mode=fast"),
+        "CRI log format: {line}"
+    );
+    eventually("host Running on the host network", || {
+        shows(&data, "host", "1/1", "Running")
+    });
+    // Restarted after each exit, with the kubelet's back-off between.
+    eventually("crash in CrashLoopBackOff after a restart", || {
+        shows(&data, "crash", "0/1", "CrashLoopBackOff") && restarts(&data, "crash") >= 1
+    });
+    assert!(log_holds(&logs, "crash", "app/0.log", "crashing"));
+    eventually("missing waits for its image", || {
+        shows(&data, "missing", "0/1", "ErrImageNeverPull")
+    });
+
+    // A spec change replaces the container: a new attempt, its own log.
+    let first = running_tasks(&runtime, "web");
+    assert_eq!(first.len(), 1, "{first:?}");
+    std::fs::write(manifests.join("web.yaml"), web("v2")).unwrap();
+    eventually("web's second attempt logs v2", || {
+        log_holds(&logs, "web", "web/1.log", "v2 mode=fast")
+    });
+    eventually("web Running again with one restart", || {
+        shows(&data, "web", "1/1", "Running") && restarts(&data, "web") == 1
+    });
+    let second = running_tasks(&runtime, "web");
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(first, second);
+
+    // A deleted pod's containers stop and go.
+    assert_eq!(running_tasks(&runtime, "host").len(), 1);
+    std::fs::remove_file(manifests.join("host.yaml")).unwrap();
+    eventually("host's containers removed", || {
+        let filter = "labels.\"io.kubernetes.pod.name\"==host";
+        runtime
+            .ctr(&["containers", "ls", "-q", filter])
+            .trim()
+            .is_empty()
+    });
+
+    // kill -9 edgecore: the containers run on; the next edgecore adopts them.
+    drop(edge);
+    assert_eq!(
+        running_tasks(&runtime, "web"),
+        second,
+        "web runs while edgecore is down"
+    );
+    let log = dir.join("edge-1.log");
+    let before = std::fs::read_to_string(&log).unwrap().len();
+    let _edge = start_edge_on(&config, dir);
+    eventually("the new edgecore reports web Running", || {
+        let text = std::fs::read_to_string(&log).unwrap();
+        text[before..].contains("pod=default/web phase=Running")
+    });
+    assert!(shows(&data, "web", "1/1", "Running"));
+    eventually("crash keeps crash-looping under the new edgecore", || {
+        shows(&data, "crash", "0/1", "CrashLoopBackOff")
+    });
+    assert_eq!(
+        running_tasks(&runtime, "web"),
+        second,
+        "adopted, not restarted"
+    );
+    assert_eq!(restarts(&data, "web"), 1);
+}
