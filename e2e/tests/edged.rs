@@ -2,8 +2,9 @@
 //! an operator would: `cloudcontrol get pods` (READY, STATUS, RESTARTS),
 //! the container logs where the kubelet writes them, and what `ctr` shows.
 //! One edge runs a pod that prints its env and ConfigMap volume, one that
-//! crash-loops, one whose image is missing with `Never`, and one on the
-//! host network; then a spec change, a delete, and kill -9 of edgecore with
+//! crash-loops, one whose image is missing with `Never`, one on the host
+//! network, one whose liveness probe fails and one whose readiness probe
+//! does; then a spec change, a delete, and kill -9 of edgecore with
 //! the containers adopted, not restarted, by the next edgecore.
 //!
 //! The runtime is a real containerd of the test's own with images built
@@ -65,6 +66,32 @@ metadata: {{name: crash, namespace: default}}
 spec:
   nodeName: edge-1
   containers: [{{name: app, image: "{BUSYBOX}", imagePullPolicy: Never, command: ["sh", "-c", "echo crashing; exit 3"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: probed, namespace: default}}
+spec:
+  nodeName: edge-1
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: app
+      image: "{BUSYBOX}"
+      imagePullPolicy: Never
+      command: ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; exec sleep 3600"]
+      livenessProbe: {{exec: {{command: [cat, /tmp/healthy]}}, periodSeconds: 1, failureThreshold: 2}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: unready, namespace: default}}
+spec:
+  nodeName: edge-1
+  hostNetwork: true
+  containers:
+    - name: app
+      image: "{BUSYBOX}"
+      imagePullPolicy: Never
+      command: ["sleep", "3600"]
+      readinessProbe: {{tcpSocket: {{port: 9}}, periodSeconds: 1}}
 ---
 apiVersion: v1
 kind: Pod
@@ -229,6 +256,14 @@ fn pods_run_crash_loop_update_delete_and_survive_an_edgecore_kill() {
     assert!(log_holds(&logs, "crash", "app/0.log", "crashing"));
     eventually("missing waits for its image", || {
         shows(&data, "missing", "0/1", "ErrImageNeverPull")
+    });
+    // Probes: a failing liveness probe restarts; a failing readiness probe
+    // leaves the pod Running but not ready.
+    eventually("probed restarted by its liveness probe", || {
+        shows(&data, "probed", "1/1", "Running") && restarts(&data, "probed") >= 1
+    });
+    eventually("unready Running and not ready", || {
+        shows(&data, "unready", "0/1", "Running")
     });
 
     // A spec change replaces the container: a new attempt, its own log.

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::observed::Observed;
 use crate::plan::{self, Failure, Input, Memory, Op};
 use crate::pod::{Objects, Pod};
+use crate::probes::{ProbeRequest, Probes};
 use crate::status::{self, Context};
 
 /// A pod's namespace and name.
@@ -66,6 +67,7 @@ struct Entry {
 pub struct Edged {
     config: EdgedConfig,
     pods: BTreeMap<PodKey, Entry>,
+    probes: Probes,
 }
 
 impl Edged {
@@ -73,6 +75,7 @@ impl Edged {
         Edged {
             config,
             pods: BTreeMap::new(),
+            probes: Probes::default(),
         }
     }
 
@@ -148,13 +151,29 @@ impl Edged {
         Some(key.clone())
     }
 
-    /// When `poll_sync` will next have a pod.
+    /// When `poll_sync` or `poll_probe` will next have something.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.pods
+        let sync = self
+            .pods
             .values()
             .filter(|e| !e.busy)
             .filter_map(|e| e.sync_at)
-            .min()
+            .min();
+        [sync, self.probes.timeout()].into_iter().flatten().min()
+    }
+
+    /// The next probe to run, now due; report it with `handle_probe_result`.
+    pub fn poll_probe(&mut self, now: u64) -> Option<ProbeRequest> {
+        self.probes.poll(now)
+    }
+
+    /// A probe's outcome (a timeout or an error is a failure).
+    pub fn handle_probe_result(&mut self, req: &ProbeRequest, ok: bool, now: u64) {
+        if self.probes.handle_result(req, ok, now)
+            && let Some(e) = self.pods.get_mut(&req.pod)
+        {
+            e.sync_at = Some(now);
+        }
     }
 
     /// What the runtime holds of `key`: the operations to run, in order.
@@ -171,12 +190,14 @@ impl Edged {
             return Vec::new();
         };
         let Some(pod) = &e.pod else {
+            self.probes.forget(key);
             let ops = plan::teardown(observed, e.grace_seconds);
             if ops.is_empty() {
                 self.pods.remove(key);
             }
             return ops;
         };
+        let probes = &mut self.probes;
         let input = Input {
             pod,
             observed,
@@ -185,8 +206,10 @@ impl Edged {
             log_root: &config.log_root,
             root: &config.root_directory,
             now,
+            unhealthy: &|name, id| probes.unhealthy(key, name, id),
         };
         let plan = plan::plan(&input, &mut e.memory);
+        probes.sync(key, pod, observed, &config.host_ip);
         let ctx = Context {
             waiting: &plan.waiting,
             previous: e.status.as_ref(),
@@ -194,6 +217,7 @@ impl Edged {
             runtime: &config.runtime_name,
             start_ms: e.start_ms,
             now,
+            health: &|name| probes.health(key, name),
         };
         e.status = Some(status::pod_status(pod, observed, &ctx));
         if plan.ops.is_empty() {
@@ -245,6 +269,7 @@ impl Edged {
                 runtime: &self.config.runtime_name,
                 start_ms: e.start_ms,
                 now,
+                health: &|_| (false, false),
             };
             e.status = Some(status::pod_status(pod, &Observed::default(), &ctx));
         }

@@ -30,6 +30,7 @@ mod env;
 mod observed;
 mod plan;
 mod pod;
+mod probes;
 mod quantity;
 mod spec;
 mod status;
@@ -39,6 +40,7 @@ pub use edged::{Edged, EdgedConfig, PodKey};
 pub use observed::{ContainerObs, ContainerState, Observed, SandboxObs};
 pub use plan::{Failure, Op, Volume};
 pub use pod::{Container, Objects, Pod, PodError, PullPolicy, RestartPolicy};
+pub use probes::{ProbeAction, ProbeKind, ProbeRequest};
 pub use spec::{ContainerSpec, Mount, SandboxSpec, labels};
 
 #[cfg(test)]

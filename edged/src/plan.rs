@@ -115,6 +115,9 @@ pub(crate) struct Input<'a> {
     pub(crate) log_root: &'a str,
     pub(crate) root: &'a str,
     pub(crate) now: u64,
+    /// Whether a running container (name, id) failed its liveness or
+    /// startup probe.
+    pub(crate) unhealthy: &'a dyn Fn(&str, &str) -> bool,
 }
 
 /// Everything of `observed` stopped (gracefully) and removed: a deleted pod.
@@ -380,7 +383,8 @@ fn containers(
         let latest = attempts(current, &s.id, &c.name).first().copied();
         match latest {
             Some(l) if l.state == ContainerState::Running => {
-                if l.hash != 0 && l.hash != spec::hash(c) {
+                let changed = l.hash != 0 && l.hash != spec::hash(c);
+                if changed || (input.unhealthy)(&c.name, &l.id) {
                     plan.ops.push(Op::StopContainer {
                         id: l.id.clone(),
                         grace_seconds: pod.grace_seconds(),

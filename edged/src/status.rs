@@ -19,6 +19,8 @@ pub(crate) struct Context<'a> {
     pub(crate) runtime: &'a str,
     pub(crate) start_ms: u64,
     pub(crate) now: u64,
+    /// `(started, ready)` of a running container, from its probes.
+    pub(crate) health: &'a dyn Fn(&str) -> (bool, bool),
 }
 
 fn time_ns(ns: i64) -> Value {
@@ -83,9 +85,14 @@ fn container_status(c: &Container, all: &[&ContainerObs], ctx: &Context<'_>) -> 
         ),
     };
     let running = latest.is_some_and(|l| l.state == ContainerState::Running);
+    let (started, ready) = if running {
+        (ctx.health)(&c.name)
+    } else {
+        (false, false)
+    };
     let mut s = json!({
         "name": c.name, "state": state, "lastState": last.unwrap_or_else(|| json!({})),
-        "ready": running, "started": running,
+        "ready": ready, "started": started,
         "restartCount": latest.map_or(0, |l| l.attempt),
         "image": c.image, "imageID": latest.map_or("", |l| l.image_ref.as_str()),
     });

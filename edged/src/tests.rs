@@ -546,3 +546,116 @@ fn a_missing_config_map_is_a_config_error_and_a_down_runtime_says_so() {
         "ContainerRuntimeUnavailable"
     );
 }
+
+/// Runs every probe due at `now` with `outcome`, then syncs.
+fn probe_round(
+    e: &mut Edged,
+    rt: &mut Runtime,
+    now: u64,
+    outcome: impl Fn(&crate::ProbeRequest) -> bool,
+) -> Vec<crate::ProbeKind> {
+    let mut ran = Vec::new();
+    while let Some(req) = e.poll_probe(now) {
+        ran.push(req.kind);
+        e.handle_probe_result(&req, outcome(&req), now);
+    }
+    settle(e, rt, now);
+    ran
+}
+
+#[test]
+fn a_failing_liveness_probe_restarts_the_container() {
+    let (mut e, mut rt) = (Edged::new(config()), busybox());
+    e.handle_pod(
+        pod(json!({"containers": [{"name": "a", "image": "busybox:1",
+            "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 2}}]})),
+        1_000,
+    );
+    settle(&mut e, &mut rt, 1_000);
+    let first = rt.observed.containers[0].id.clone();
+    assert_eq!(
+        probe_round(&mut e, &mut rt, 1_000, |_| false),
+        [crate::ProbeKind::Liveness]
+    );
+    assert_eq!(rt.running("a"), 1, "one failure is below the threshold");
+    assert!(
+        probe_round(&mut e, &mut rt, 1_500, |_| false).is_empty(),
+        "not before its period"
+    );
+    probe_round(&mut e, &mut rt, 2_000, |_| false);
+    assert!(
+        rt.ops
+            .iter()
+            .any(|op| matches!(op, Op::StopContainer { id, .. } if *id == first))
+    );
+    assert_eq!(
+        rt.running("a"),
+        1,
+        "restarted at once: the first restart has no back-off"
+    );
+    assert_eq!(status(&e)["containerStatuses"][0]["restartCount"], 1);
+    // The new container's probes start afresh.
+    assert_eq!(
+        probe_round(&mut e, &mut rt, 2_000, |_| true),
+        [crate::ProbeKind::Liveness]
+    );
+    assert_eq!(rt.running("a"), 1);
+}
+
+#[test]
+fn readiness_decides_ready_and_a_startup_probe_holds_the_others_back() {
+    let (mut e, mut rt) = (Edged::new(config()), busybox());
+    e.handle_pod(
+        pod(json!({"containers": [{"name": "a", "image": "busybox:1", "ports": [{"name": "http", "containerPort": 8080}],
+            "startupProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1},
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+            "readinessProbe": {"httpGet": {"port": "http"}, "initialDelaySeconds": 5}}]})),
+        1_000,
+    );
+    settle(&mut e, &mut rt, 1_000);
+    let s = status(&e);
+    assert_eq!(s["phase"], "Running");
+    assert_eq!(s["containerStatuses"][0]["started"], false);
+    assert_eq!(
+        cond(&s, "Ready"),
+        "False",
+        "not ready before its readiness probe succeeds"
+    );
+    let req = e.poll_probe(1_000).unwrap();
+    assert_eq!(
+        req.action,
+        crate::ProbeAction::Tcp {
+            host: "10.88.0.7".into(),
+            port: 8080
+        }
+    );
+    assert_eq!(
+        e.poll_probe(1_000),
+        None,
+        "liveness and readiness wait for the startup probe"
+    );
+    e.handle_probe_result(&req, true, 1_000);
+    settle(&mut e, &mut rt, 1_000);
+    assert_eq!(status(&e)["containerStatuses"][0]["started"], true);
+    let ran = probe_round(&mut e, &mut rt, 1_000, |_| true);
+    assert_eq!(
+        ran,
+        [crate::ProbeKind::Liveness],
+        "readiness waits for its initial delay"
+    );
+    assert_eq!(cond(&status(&e), "Ready"), "False");
+    let ran = probe_round(&mut e, &mut rt, 6_000, |r| {
+        r.kind == crate::ProbeKind::Readiness
+    });
+    assert!(ran.contains(&crate::ProbeKind::Readiness));
+    assert_eq!(cond(&status(&e), "Ready"), "True");
+    assert_eq!(status(&e)["containerStatuses"][0]["ready"], true);
+    // A failing readiness probe makes it unready, not restarted.
+    for t in [16_000, 26_000, 36_000] {
+        probe_round(&mut e, &mut rt, t, |r| {
+            r.kind != crate::ProbeKind::Readiness
+        });
+    }
+    assert_eq!(cond(&status(&e), "Ready"), "False");
+    assert_eq!(status(&e)["containerStatuses"][0]["restartCount"], 0);
+}

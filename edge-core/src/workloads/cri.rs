@@ -99,6 +99,27 @@ impl Cri {
         Ok((v.runtime_name, v.runtime_version))
     }
 
+    /// Runs `command` in the container; its exit code.
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        command: &[String],
+        timeout_secs: u64,
+    ) -> Result<i32, CriError> {
+        let r = cri::ExecSyncRequest {
+            container_id: id.to_owned(),
+            cmd: command.to_vec(),
+            timeout: timeout_secs as i64,
+        };
+        Ok(self
+            .runtime
+            .exec_sync(r)
+            .await
+            .map_err(call("ExecSync"))?
+            .into_inner()
+            .exit_code)
+    }
+
     /// Whether the image is present.
     pub async fn has_image(&mut self, image: &str) -> Result<bool, CriError> {
         let r = self

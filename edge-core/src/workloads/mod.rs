@@ -11,6 +11,7 @@
 
 mod cri;
 pub(crate) mod node;
+mod probe;
 mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -144,6 +145,7 @@ impl Runner {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
         self.load_pods();
         let mut next_relist = tokio::time::Instant::now();
+        let (probed, mut probe_results) = mpsc::unbounded_channel();
         loop {
             if self.cri.is_none() {
                 self.connect().await;
@@ -157,6 +159,7 @@ impl Runner {
                     self.sync(&key).await;
                     self.send_statuses();
                 }
+                self.start_probes(&probed);
             }
             self.send_statuses();
             let now = unix_ms();
@@ -179,8 +182,27 @@ impl Runner {
                     }
                     None => return,
                 },
+                Some((req, ok)) = probe_results.recv() => {
+                    self.core.handle_probe_result(&req, ok, unix_ms());
+                    while let Ok((req, ok)) = probe_results.try_recv() {
+                        self.core.handle_probe_result(&req, ok, unix_ms());
+                    }
+                }
                 () = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// Every probe now due, each on a task of its own (a slow one holds
+    /// up nothing); outcomes come back on `done`.
+    fn start_probes(&mut self, done: &mpsc::UnboundedSender<(edged::ProbeRequest, bool)>) {
+        let Some(cri) = &self.cri else { return };
+        while let Some(req) = self.core.poll_probe(unix_ms()) {
+            let (cri, done) = (cri.clone(), done.clone());
+            tokio::spawn(async move {
+                let ok = probe::run(cri, &req).await;
+                let _ = done.send((req, ok));
+            });
         }
     }
 
