@@ -13,10 +13,11 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use support::containerd::{BUSYBOX, Containerd, PAUSE};
-use support::{Process, eventually, join, start_control, start_edge, start_hub, table, token};
+use support::{Process, eventually, get, join, start_control, start_edge, start_hub, table, token};
 
 const CONFIG: &str = r#"apiVersion: v1
 kind: Node
@@ -193,8 +194,26 @@ fn running_tasks(c: &Containerd, pod: &str) -> Vec<String> {
     running
 }
 
-fn start_edge_on(config: &Path, dir: &Path) -> Process {
-    start_edge("edge-1", config, dir).0
+/// edgecore and its MetaServer's address.
+fn start_edge_on(config: &Path, dir: &Path) -> (Process, SocketAddr) {
+    let (edge, meta, _) = start_edge("edge-1", config, dir);
+    (edge, meta)
+}
+
+/// What `kubectl get pods` prints from the edge's MetaServer.
+fn kubectl_pods(meta: SocketAddr) -> String {
+    let out = std::process::Command::new("kubectl")
+        .args([
+            "--server",
+            &format!("http://{meta}"),
+            "get",
+            "pods",
+            "-o",
+            "wide",
+        ])
+        .output()
+        .expect("kubectl (bash .ci/test installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 #[test]
@@ -229,10 +248,21 @@ fn pods_run_crash_loop_update_delete_and_survive_an_edgecore_kill() {
     text = set(&text, "rootDirectory", &dir.join("edged").to_string_lossy());
     text = set(&text, "podLogsDir", &logs.to_string_lossy());
     std::fs::write(&config, text).unwrap();
-    let edge = start_edge_on(&config, dir);
+    let (edge, meta) = start_edge_on(&config, dir);
 
     // Running and Ready, with its env and volume as the container sees them.
     eventually("web Running 1/1", || shows(&data, "web", "1/1", "Running"));
+    // The edge's MetaServer serves the same status, and kubectl shows it.
+    eventually("web Running on the edge's MetaServer", || {
+        matches!(get(meta, "/api/v1/namespaces/default/pods/web"),
+            Some((200, body)) if body.contains(r#""phase":"Running""#))
+    });
+    eventually("kubectl get pods on the edge shows web Running", || {
+        kubectl_pods(meta).lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.len() >= 7 && cells[..4] == ["web", "1/1", "Running", "0"] && cells[6] == "edge-1"
+        })
+    });
     eventually("web's log shows its env and volume", || {
         log_holds(
             &logs,
@@ -300,7 +330,7 @@ fn pods_run_crash_loop_update_delete_and_survive_an_edgecore_kill() {
     );
     let log = dir.join("edge-1.log");
     let before = std::fs::read_to_string(&log).unwrap().len();
-    let _edge = start_edge_on(&config, dir);
+    let _edge = start_edge_on(&config, dir).0;
     eventually("the new edgecore reports web Running", || {
         let text = std::fs::read_to_string(&log).unwrap();
         text[before..].contains("pod=default/web phase=Running")

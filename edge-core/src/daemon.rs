@@ -22,7 +22,7 @@ use crate::config::EdgeConfig;
 pub use crate::hooks::{ChangeHook, EdgeHooks, Upstream};
 use crate::join::{self, CertFiles};
 use crate::link::{Connection, Input};
-use crate::metaserver::{self, Watches};
+use crate::metaserver::{self, PodStatuses, Watches};
 use crate::store::{Store, StoreError, random_u64};
 use crate::workloads::{self, Workloads, node::NodeStatus};
 
@@ -50,6 +50,8 @@ pub struct Shared {
     pub store: Store,
     /// The MetaServer's open watches, fed with every committed change.
     pub watches: Rc<RefCell<Watches>>,
+    /// The pod statuses Edged reported, which the MetaServer serves.
+    pub statuses: Rc<RefCell<PodStatuses>>,
     pub hooks: RefCell<EdgeHooks>,
 }
 
@@ -80,6 +82,7 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
     let shared = Rc::new(Shared {
         store,
         watches: Rc::new(RefCell::new(Watches::default())),
+        statuses: Rc::new(RefCell::new(PodStatuses::default())),
         hooks: RefCell::new(hooks),
     });
     let ms = &config.modules.meta_manager.meta_server;
@@ -96,7 +99,8 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
         tracing::info!(%addr, "MetaServer listening");
         println!("edgecore metaserver={addr}");
         let (store, watches) = (shared.store.clone(), shared.watches.clone());
-        monoio::spawn(metaserver::serve(listener, store, watches));
+        let statuses = shared.statuses.clone();
+        monoio::spawn(metaserver::serve(listener, store, watches, statuses));
     }
     let (tx, rx) = mpsc::unbounded();
     if config.modules.event_bus.enable {
@@ -276,7 +280,10 @@ impl Daemon {
                 self.link.handle_disconnected(self.now());
             }
             Input::Bytes { .. } | Input::Lost { .. } => {}
-            Input::Upstream(messages) => self.append_outbox(messages)?,
+            Input::Upstream(messages) => {
+                self.serve_pod_statuses(&messages);
+                self.append_outbox(messages)?;
+            }
         }
         Ok(())
     }
@@ -318,6 +325,17 @@ impl Daemon {
             }
             if !committed.changes.is_empty() {
                 self.shared.watches.borrow_mut().publish(&committed.changes);
+                for c in &committed.changes {
+                    let key = &c.object.key;
+                    if c.change == crate::store::ChangeType::Deleted
+                        && key.kind == schema::kinds::POD
+                    {
+                        self.shared
+                            .statuses
+                            .borrow_mut()
+                            .remove(&key.namespace, &key.name);
+                    }
+                }
                 for hook in &self.shared.hooks.borrow().on_change {
                     hook(&committed.changes);
                 }
@@ -374,6 +392,39 @@ impl Daemon {
             self.link.handle_outbox(seq, m);
         }
         Ok(())
+    }
+
+    /// Pod statuses on their way to the cloud are also what the local
+    /// MetaServer serves, and its watches see them change.
+    fn serve_pod_statuses(&self, messages: &[Message]) {
+        for m in messages {
+            let Ok(key) = schema::records::ObjectKey::parse(&m.route.resource) else {
+                continue;
+            };
+            if key.kind != "podstatus" {
+                continue;
+            }
+            let Ok(status) = serde_json::from_slice(&m.content) else {
+                continue;
+            };
+            if !self
+                .shared
+                .statuses
+                .borrow_mut()
+                .set(&key.namespace, &key.name, status)
+            {
+                continue;
+            }
+            let pod =
+                schema::records::ObjectKey::new(schema::kinds::POD, &key.namespace, &key.name);
+            if let Ok(Some(object)) = self.shared.store.get(&pod) {
+                let change = crate::store::Change {
+                    change: crate::store::ChangeType::Modified,
+                    object,
+                };
+                self.shared.watches.borrow_mut().publish_status(change);
+            }
+        }
     }
 
     /// Node status (Ready) upstream now, and again after the update frequency.

@@ -22,6 +22,7 @@ use crate::store::{Change, ChangeType, Store};
 
 mod http;
 mod routes;
+mod table;
 mod watch;
 
 pub use http::Request;
@@ -40,11 +41,42 @@ const DEFAULT_WATCH_SECONDS: u64 = 1800;
 struct Source {
     store: Store,
     watches: Rc<RefCell<Watches>>,
+    statuses: Rc<RefCell<PodStatuses>>,
+}
+
+/// The pod statuses Edged reported, served with the pods as the API
+/// server serves what a kubelet wrote.
+#[derive(Debug, Default)]
+pub struct PodStatuses(std::collections::BTreeMap<(String, String), Value>);
+
+impl PodStatuses {
+    /// Records `status`; false when it is what was there.
+    pub fn set(&mut self, namespace: &str, name: &str, status: Value) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.0.insert(key, status.clone()) != Some(status)
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Value> {
+        self.0.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    pub fn remove(&mut self, namespace: &str, name: &str) {
+        self.0.remove(&(namespace.to_owned(), name.to_owned()));
+    }
 }
 
 /// Accepts connections until the process ends; one task per connection.
-pub async fn serve(listener: TcpListener, store: Store, watches: Rc<RefCell<Watches>>) {
-    let shared = Rc::new(Source { store, watches });
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    watches: Rc<RefCell<Watches>>,
+    statuses: Rc<RefCell<PodStatuses>>,
+) {
+    let shared = Rc::new(Source {
+        store,
+        watches,
+        statuses,
+    });
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -104,7 +136,8 @@ async fn respond(stream: &mut TcpStream, req: &Request, shared: &Source) -> std:
                 watch(stream, req, shared, resource, namespace).await?;
                 return Ok(true);
             }
-            match list(shared, resource, namespace.as_deref()) {
+            let as_table = table::wanted(&req.accept);
+            match list(shared, resource, namespace.as_deref(), as_table) {
                 Ok(body) => (200, body),
                 Err(e) => (500, status_json(500, "InternalError", &e, None)),
             }
@@ -120,7 +153,7 @@ async fn respond(stream: &mut TcpStream, req: &Request, shared: &Source) -> std:
                 name: name.clone(),
             };
             match shared.store.get(&key) {
-                Ok(Some(o)) => (200, object_json(&o, resource).to_string().into_bytes()),
+                Ok(Some(o)) => (200, shared.object(&o, resource).to_string().into_bytes()),
                 Ok(None) => {
                     let msg = format!("{} \"{name}\" not found", resource.plural);
                     (
@@ -140,7 +173,12 @@ async fn respond(stream: &mut TcpStream, req: &Request, shared: &Source) -> std:
     Ok(false)
 }
 
-fn list(shared: &Source, r: Resource, namespace: Option<&str>) -> Result<Vec<u8>, String> {
+fn list(
+    shared: &Source,
+    r: Resource,
+    namespace: Option<&str>,
+    as_table: bool,
+) -> Result<Vec<u8>, String> {
     // Read the version first: a change committed in between is then seen
     // again by a watch from this version, never missed.
     let rv = shared
@@ -151,7 +189,12 @@ fn list(shared: &Source, r: Resource, namespace: Option<&str>) -> Result<Vec<u8>
         .store
         .list(r.kind, namespace)
         .map_err(|e| e.to_string())?;
-    let items: Vec<Value> = objects.iter().map(|o| object_json(o, r)).collect();
+    let items: Vec<Value> = objects.iter().map(|o| shared.object(o, r)).collect();
+    if as_table && r.kind == schema::kinds::POD {
+        return Ok(table::pods(&items, rv, clock::unix_ms())
+            .to_string()
+            .into_bytes());
+    }
     let doc = json!({
         "kind": format!("{}List", r.type_name),
         "apiVersion": r.api_version,
@@ -201,7 +244,7 @@ async fn watch(
     let mut sent = from;
     for c in backlog {
         sent = sent.max(c.object.resource_version);
-        http::write_chunk(stream, &event(&c, r)).await?;
+        http::write_chunk(stream, &shared.event(&c, r)).await?;
     }
     let deadline = monoio::time::sleep(Duration::from_secs(seconds));
     futures_lite::pin!(deadline);
@@ -210,23 +253,36 @@ async fn watch(
             c = live.next() => c,
             _ = &mut deadline => None,
         };
-        let Some(c) = next else { break };
-        if c.object.resource_version <= sent && c.change != ChangeType::Deleted {
+        let Some((c, status_only)) = next else { break };
+        if !status_only && c.object.resource_version <= sent && c.change != ChangeType::Deleted {
             continue;
         }
         sent = sent.max(c.object.resource_version);
-        http::write_chunk(stream, &event(&c, r)).await?;
+        http::write_chunk(stream, &shared.event(&c, r)).await?;
     }
     http::write_chunk(stream, b"").await
 }
 
-/// One watch event line.
-fn event(c: &Change, r: Resource) -> Vec<u8> {
-    let mut line = json!({"type": c.change.as_str(), "object": object_json(&c.object, r)})
-        .to_string()
-        .into_bytes();
-    line.push(b'\n');
-    line
+impl Source {
+    /// What is served of a stored object: a pod with its status from Edged.
+    fn object(&self, o: &schema::records::StoredObject, r: Resource) -> Value {
+        let mut v = object_json(o, r);
+        if r.kind == schema::kinds::POD
+            && let Some(status) = self.statuses.borrow().get(&o.key.namespace, &o.key.name)
+        {
+            v["status"] = status.clone();
+        }
+        v
+    }
+
+    /// One watch event line.
+    fn event(&self, c: &Change, r: Resource) -> Vec<u8> {
+        let mut line = json!({"type": c.change.as_str(), "object": self.object(&c.object, r)})
+            .to_string()
+            .into_bytes();
+        line.push(b'\n');
+        line
+    }
 }
 
 /// The stored JSON with `apiVersion`, `kind` and `metadata.resourceVersion`

@@ -18,6 +18,7 @@ pub mod codec;
 pub mod frames;
 pub mod kinds;
 pub mod message;
+pub mod printing;
 pub mod records;
 
 // The generated code uses `unsafe` for its accessors; it is only ever reached

@@ -258,17 +258,7 @@ impl StatusDir {
                 self.list("pods", true)
                     .iter()
                     .map(|p| {
-                        let statuses = p["status"]["containerStatuses"].as_array();
-                        let all = statuses.map_or(0, Vec::len);
-                        let ready = statuses
-                            .into_iter()
-                            .flatten()
-                            .filter(|c| c["ready"] == true);
-                        let restarts: i64 = statuses
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|c| c["restartCount"].as_i64())
-                            .sum();
+                        let columns = schema::printing::pod_columns(&p["status"]);
                         let age = p["status"]["startTime"]
                             .as_str()
                             .and_then(parse_rfc3339)
@@ -276,9 +266,9 @@ impl StatusDir {
                         vec![
                             s(&p["metadata"]["namespace"]),
                             s(&p["metadata"]["name"]),
-                            format!("{}/{all}", ready.count()),
-                            pod_display_status(&p["status"]),
-                            restarts.to_string(),
+                            columns.ready,
+                            columns.status,
+                            columns.restarts.to_string(),
                             age,
                             s(&p["spec"]["nodeName"]),
                         ]
@@ -315,38 +305,6 @@ impl StatusDir {
         };
         Some(render(header, &rows))
     }
-}
-
-/// The STATUS kubectl prints for a pod: the reason a container waits or
-/// ended with (init containers as `Init:…`), else the phase.
-fn pod_display_status(status: &Value) -> String {
-    let list = |field: &str| status[field].as_array().cloned().unwrap_or_default();
-    let init = list("initContainerStatuses");
-    for (i, c) in init.iter().enumerate() {
-        let t = &c["state"]["terminated"];
-        match (
-            t["exitCode"].as_i64(),
-            c["state"]["waiting"]["reason"].as_str(),
-        ) {
-            (Some(0), _) => continue,
-            (Some(code), _) => {
-                return t["reason"]
-                    .as_str()
-                    .map_or(format!("Init:ExitCode:{code}"), |r| format!("Init:{r}"));
-            }
-            (None, Some(r)) if r != "PodInitializing" => return format!("Init:{r}"),
-            _ => return format!("Init:{i}/{}", init.len()),
-        }
-    }
-    let mut shown = status["phase"].as_str().unwrap_or("Unknown").to_owned();
-    for c in list("containerStatuses").iter().rev() {
-        if let Some(r) = c["state"]["waiting"]["reason"].as_str() {
-            shown = r.to_owned();
-        } else if let Some(r) = c["state"]["terminated"]["reason"].as_str() {
-            shown = r.to_owned();
-        }
-    }
-    shown
 }
 
 fn node_object(node: &str, conditions: Value) -> Value {
@@ -447,8 +405,9 @@ mod tests {
             "default",
             "web",
             "edge-1",
-            &json!({"phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True"}]}),
+            &json!({"phase": "Running", "startTime": rfc3339(unix_ms() - 300_000),
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"ready": true, "restartCount": 1, "state": {"running": {}}}]}),
         )
         .unwrap();
         st.device_status(
@@ -478,7 +437,7 @@ mod tests {
         );
         assert_eq!(
             rows(st.table("pods").unwrap())[1],
-            ["default", "web", "edge-1", "Running", "True"]
+            ["default", "web", "1/1", "Running", "1", "5m", "edge-1"]
         );
         assert_eq!(
             rows(st.table("devices").unwrap())[1],

@@ -17,6 +17,8 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     /// The client asked to close after the response.
     pub close: bool,
+    /// The `Accept` header (kubectl asks for a Table with it).
+    pub accept: String,
 }
 
 impl Request {
@@ -138,11 +140,18 @@ fn to_request(req: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
         Some(v) if v.contains("keep-alive") => false,
         _ => http10,
     };
+    let accept = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("accept"))
+        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+        .unwrap_or_default();
     Ok(Request {
         method,
         path: percent_decode(path),
         query,
         close,
+        accept,
     })
 }
 
