@@ -17,7 +17,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::{
-    PATIENCE, devices_table, eventually, get, join, start_control, start_edge, start_hub, token,
+    PATIENCE, devices_table, eventually, get, join, start_control, start_edge, start_hub, table,
+    token,
 };
 
 fn configmap_says(edge: SocketAddr, text: &str) -> bool {
@@ -114,6 +115,17 @@ fn manifests_reach_edges_twins_reach_the_cloud_and_a_hub_restart_loses_nothing()
             configmap_says(*meta, "hello from the cloud")
         });
     }
+    // These edges have no container runtime: their pods wait, saying why,
+    // and the nodes stay Ready for everything else.
+    eventually("web-1 Pending for want of a runtime", || {
+        table(&data, "pods").lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.len() > 3
+                && cells[1] == "web-1"
+                && cells[2] == "0/1"
+                && cells[3] == "ContainerRuntimeUnavailable"
+        })
+    });
     // A manifest change reaches both.
     let config_yaml = manifests.join("config.yaml");
     let original = std::fs::read_to_string(&config_yaml).unwrap();

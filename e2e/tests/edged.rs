@@ -296,12 +296,39 @@ fn pods_run_crash_loop_update_delete_and_survive_an_edgecore_kill() {
         shows(&data, "unready", "0/1", "Running")
     });
 
-    // A spec change replaces the container: a new attempt, its own log.
+    // A changed ConfigMap reaches the running container's volume.
     let first = running_tasks(&runtime, "web");
     assert_eq!(first.len(), 1, "{first:?}");
+    std::fs::write(
+        manifests.join("config.yaml"),
+        CONFIG.replace("mode: fast", "mode: slow"),
+    )
+    .unwrap();
+    let mut n = 0;
+    eventually("the new mode inside web", || {
+        n += 1;
+        let exec = format!("check-{n}");
+        let out = runtime.ctr_output(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            &exec,
+            &first[0],
+            "cat",
+            "/etc/web/mode",
+        ]);
+        String::from_utf8_lossy(&out.stdout).contains("slow")
+    });
+    assert_eq!(
+        running_tasks(&runtime, "web"),
+        first,
+        "a volume update restarts nothing"
+    );
+
+    // A spec change replaces the container: a new attempt, its own log.
     std::fs::write(manifests.join("web.yaml"), web("v2")).unwrap();
     eventually("web's second attempt logs v2", || {
-        log_holds(&logs, "web", "web/1.log", "v2 mode=fast")
+        log_holds(&logs, "web", "web/1.log", "v2 mode=slow")
     });
     eventually("web Running again with one restart", || {
         shows(&data, "web", "1/1", "Running") && restarts(&data, "web") == 1
