@@ -160,6 +160,8 @@ struct Daemon {
     renew_at_unix: Option<u64>,
     /// Edged's thread, when pods run here.
     pods: Option<Workloads>,
+    /// The latest status of each pod while the link is down.
+    held_statuses: std::collections::BTreeMap<String, Message>,
     node_status: NodeStatus,
     host_ip: String,
 }
@@ -205,6 +207,7 @@ impl Daemon {
             next_status: None,
             renew_at_unix,
             pods: None,
+            held_statuses: std::collections::BTreeMap::new(),
             node_status: NodeStatus::default(),
             host_ip: String::new(),
         })
@@ -282,6 +285,7 @@ impl Daemon {
             Input::Bytes { .. } | Input::Lost { .. } => {}
             Input::Upstream(messages) => {
                 self.serve_pod_statuses(&messages);
+                let messages = self.hold_pod_statuses(messages);
                 self.append_outbox(messages)?;
             }
         }
@@ -343,6 +347,8 @@ impl Daemon {
         }
         if connected {
             self.queue_node_status()?;
+            let held = std::mem::take(&mut self.held_statuses);
+            self.append_outbox(held.into_values().collect())?;
         }
         // The link's own `Close`, if any, goes out before the socket closes.
         self.transmit().await;
@@ -392,6 +398,25 @@ impl Daemon {
             self.link.handle_outbox(seq, m);
         }
         Ok(())
+    }
+
+    /// While the link is down, only the latest status of each pod is kept
+    /// (in memory: a restarted Edged reports every pod again), so weeks
+    /// offline with a crash-looping pod do not fill the outbox; they go
+    /// out when the link comes up. Everything else passes.
+    fn hold_pod_statuses(&mut self, messages: Vec<Message>) -> Vec<Message> {
+        if self.link.is_up() {
+            return messages;
+        }
+        let mut pass = Vec::new();
+        for m in messages {
+            if m.route.source == "edged" && m.route.resource.contains("/podstatus/") {
+                self.held_statuses.insert(m.route.resource.clone(), m);
+            } else {
+                pass.push(m);
+            }
+        }
+        pass
     }
 
     /// Pod statuses on their way to the cloud are also what the local
