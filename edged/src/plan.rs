@@ -260,6 +260,75 @@ pub(crate) fn plan(input: &Input<'_>, memory: &mut Memory) -> Plan {
     plan
 }
 
+/// Whether `c`, whose latest attempt is `latest`, is to start now: never
+/// started, its spec changed, or its restart policy wants it and its
+/// crash-loop back-off is over (else it waits in `CrashLoopBackOff`).
+fn restart_due(
+    input: &Input<'_>,
+    memory: &mut Memory,
+    c: &Container,
+    latest: Option<&ContainerObs>,
+    plan: &mut Plan,
+) -> bool {
+    let pod = input.pod;
+    let Some(l) = latest.filter(|l| l.hash == 0 || l.hash == spec::hash(c)) else {
+        return true;
+    };
+    let failed = l.state != ContainerState::Exited || l.exit_code != 0;
+    let restart = match pod.spec.restart_policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => failed,
+        RestartPolicy::Never => false,
+    };
+    if !restart {
+        return false;
+    }
+    let event = if l.state == ContainerState::Exited {
+        l.finished_ms()
+    } else {
+        input.now
+    };
+    if let Some(until) = memory.backoff.wait_until(&c.name, event, input.now) {
+        let delay = memory.backoff.delay(&c.name) / 1000;
+        let message = format!(
+            "back-off {delay}s restarting failed container={} pod={}_{}({})",
+            c.name, pod.name, pod.namespace, pod.uid
+        );
+        plan.waiting
+            .insert(c.name.clone(), ("CrashLoopBackOff".into(), message));
+        plan.wake(until);
+        return false;
+    }
+    memory.backoff.next(&c.name, event);
+    true
+}
+
+/// Whether `c`'s last failure (an image pull, a create) still holds it in
+/// its back-off; the failure is shown as its waiting reason either way.
+fn failure_waits(input: &Input<'_>, memory: &mut Memory, c: &Container, plan: &mut Plan) -> bool {
+    let Some((f, at, shown)) = memory.failures.get_mut(&c.name) else {
+        return false;
+    };
+    let waiting = if f.reason == "ErrImagePull" && *shown {
+        (
+            "ImagePullBackOff".into(),
+            format!("Back-off pulling image {:?}", c.image),
+        )
+    } else {
+        (f.reason.clone(), f.message.clone())
+    };
+    *shown = true;
+    plan.waiting.insert(c.name.clone(), waiting);
+    let key = format!("fail/{}", c.name);
+    match memory.backoff.wait_until(&key, *at, input.now) {
+        Some(until) => {
+            plan.wake(until);
+            true
+        }
+        None => false,
+    }
+}
+
 /// The volume contents, written when they differ from what was written.
 fn volumes(input: &Input<'_>, memory: &mut Memory, plan: &mut Plan) {
     let pod = input.pod;
@@ -407,60 +476,8 @@ fn step(
     plan: &mut Plan,
 ) {
     let pod = input.pod;
-    let changed = latest.is_some_and(|l| l.hash != 0 && l.hash != spec::hash(c));
-    if let Some(l) = latest
-        && !changed
-    {
-        let failed = l.state != ContainerState::Exited || l.exit_code != 0;
-        let restart = match pod.spec.restart_policy {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => failed,
-            RestartPolicy::Never => false,
-        };
-        if !restart {
-            return;
-        }
-        let event = if l.state == ContainerState::Exited {
-            l.finished_ms()
-        } else {
-            input.now
-        };
-        if let Some(until) = memory.backoff.wait_until(&c.name, event, input.now) {
-            let delay = memory.backoff.delay(&c.name) / 1000;
-            plan.waiting.insert(
-                c.name.clone(),
-                (
-                    "CrashLoopBackOff".into(),
-                    format!(
-                        "back-off {delay}s restarting failed container={} pod={}_{}({})",
-                        c.name, pod.name, pod.namespace, pod.uid
-                    ),
-                ),
-            );
-            plan.wake(until);
-            return;
-        }
-        memory.backoff.next(&c.name, event);
-    }
-    if let Some((f, at, shown)) = memory.failures.get_mut(&c.name) {
-        let waiting = if f.reason == "ErrImagePull" && *shown {
-            (
-                "ImagePullBackOff".into(),
-                format!("Back-off pulling image {:?}", c.image),
-            )
-        } else {
-            (f.reason.clone(), f.message.clone())
-        };
-        *shown = true;
-        if let Some(until) = memory
-            .backoff
-            .wait_until(&format!("fail/{}", c.name), *at, input.now)
-        {
-            plan.waiting.insert(c.name.clone(), waiting);
-            plan.wake(until);
-            return;
-        }
-        plan.waiting.insert(c.name.clone(), waiting);
+    if !restart_due(input, memory, c, latest, plan) || failure_waits(input, memory, c, plan) {
+        return;
     }
     let attempt = latest.map_or(0, |l| l.attempt + 1);
     let at = Addresses {

@@ -257,22 +257,7 @@ impl StatusDir {
                 ],
                 self.list("pods", true)
                     .iter()
-                    .map(|p| {
-                        let columns = schema::printing::pod_columns(&p["status"]);
-                        let age = p["status"]["startTime"]
-                            .as_str()
-                            .and_then(parse_rfc3339)
-                            .map_or("<unknown>".into(), |t| age(now, t));
-                        vec![
-                            s(&p["metadata"]["namespace"]),
-                            s(&p["metadata"]["name"]),
-                            columns.ready,
-                            columns.status,
-                            columns.restarts.to_string(),
-                            age,
-                            s(&p["spec"]["nodeName"]),
-                        ]
-                    })
+                    .map(|p| pod_row(p, now))
                     .collect(),
             ),
             "devices" | "device" | "dev" => (
@@ -305,6 +290,25 @@ impl StatusDir {
         };
         Some(render(header, &rows))
     }
+}
+
+/// A pod's row in `cloudcontrol get pods`, as kubectl shows it.
+fn pod_row(p: &Value, now: u64) -> Vec<String> {
+    let s = |v: &Value| v.as_str().unwrap_or("<none>").to_owned();
+    let columns = schema::printing::pod_columns(&p["status"]);
+    let since = p["status"]["startTime"]
+        .as_str()
+        .and_then(parse_rfc3339)
+        .map_or("<unknown>".into(), |t| age(now, t));
+    vec![
+        s(&p["metadata"]["namespace"]),
+        s(&p["metadata"]["name"]),
+        columns.ready,
+        columns.status,
+        columns.restarts.to_string(),
+        since,
+        s(&p["spec"]["nodeName"]),
+    ]
 }
 
 fn node_object(node: &str, conditions: Value) -> Value {
