@@ -49,6 +49,7 @@ spec:
       image: {BUSYBOX}
       imagePullPolicy: Never
       command: ["sh", "-c", "echo {version} mode=$MODE password=$PASSWORD node=$NODE file=`cat /etc/web/mode`; exec sleep 3600"]
+      resources: {{limits: {{cpu: 500m, memory: 64Mi}}}}
       env:
         - {{name: MODE, valueFrom: {{configMapKeyRef: {{name: settings, key: mode}}}}}}
         - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
@@ -336,6 +337,13 @@ fn pods_run_crash_loop_update_delete_and_survive_an_edgecore_kill() {
     let second = running_tasks(&runtime, "web");
     assert_eq!(second.len(), 1, "{second:?}");
     assert_ne!(first, second);
+    // Its limits reached the runtime: a 64Mi memory limit, half a CPU.
+    let info: serde_json::Value =
+        serde_json::from_str(&runtime.ctr(&["containers", "info", &second[0]])).unwrap();
+    let resources = &info["Spec"]["linux"]["resources"];
+    assert_eq!(resources["memory"]["limit"], 64 << 20, "{resources}");
+    assert_eq!(resources["cpu"]["quota"], 50_000, "{resources}");
+    assert_eq!(resources["cpu"]["period"], 100_000, "{resources}");
 
     // A deleted pod's containers stop and go.
     assert_eq!(running_tasks(&runtime, "host").len(), 1);
