@@ -176,7 +176,8 @@ pub struct Edged {
     /// Where the runtime writes container logs, as the kubelet's
     /// `podLogsDir`. Default `/var/log/pods`.
     pub pod_logs_dir: String,
-    /// `cgroupfs` (default) or `systemd`: must match the runtime's.
+    /// `cgroupfs` (default; the only driver supported yet: pods get the
+    /// runtime's default cgroup parent, and another value is warned about).
     pub cgroup_driver: String,
     /// The node's InternalIP. Default: empty, the address this host
     /// reaches the cloud from.

@@ -71,6 +71,12 @@ impl Workloads {
         store: Store,
         upstream: Upstream,
     ) -> std::io::Result<Workloads> {
+        if config.cgroup_driver != "cgroupfs" {
+            tracing::warn!(
+                driver = %config.cgroup_driver,
+                "only the cgroupfs driver is supported: pods get the runtime's default cgroup parent"
+            );
+        }
         let (events, rx) = mpsc::unbounded_channel();
         let runtime = Arc::new(Mutex::new(Runtime::Unknown));
         let core = Edged::new(EdgedConfig {
