@@ -151,7 +151,7 @@ impl Runner {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
         self.load_pods();
         let mut next_relist = tokio::time::Instant::now();
-        let (probed, mut probe_results) = mpsc::unbounded_channel();
+        let (done, mut finished) = mpsc::unbounded_channel();
         loop {
             if self.cri.is_none() {
                 self.connect().await;
@@ -161,11 +161,7 @@ impl Runner {
                     self.relist().await;
                     next_relist = tokio::time::Instant::now() + RELIST;
                 }
-                while let Some(key) = self.core.poll_sync(unix_ms()) {
-                    self.sync(&key).await;
-                    self.send_statuses();
-                }
-                self.start_probes(&probed);
+                self.start_work(&done);
             }
             self.send_statuses();
             let now = unix_ms();
@@ -188,10 +184,10 @@ impl Runner {
                     }
                     None => return,
                 },
-                Some((req, ok)) = probe_results.recv() => {
-                    self.core.handle_probe_result(&req, ok, unix_ms());
-                    while let Ok((req, ok)) = probe_results.try_recv() {
-                        self.core.handle_probe_result(&req, ok, unix_ms());
+                Some(work) = finished.recv() => {
+                    self.finish(work, &done);
+                    while let Ok(work) = finished.try_recv() {
+                        self.finish(work, &done);
                     }
                 }
                 () = tokio::time::sleep(wait) => {}
@@ -199,16 +195,58 @@ impl Runner {
         }
     }
 
-    /// Every probe now due, each on a task of its own (a slow one holds
-    /// up nothing); outcomes come back on `done`.
-    fn start_probes(&mut self, done: &mpsc::UnboundedSender<(edged::ProbeRequest, bool)>) {
+    /// Every sync and probe now due, each on a task of its own, as the
+    /// kubelet's pod workers: a slow image pull or probe holds up no other
+    /// pod. What they found comes back on `done`.
+    fn start_work(&mut self, done: &mpsc::UnboundedSender<Done>) {
         let Some(cri) = &self.cri else { return };
+        while let Some(key) = self.core.poll_sync(unix_ms()) {
+            let (mut cri, done) = (cri.clone(), done.clone());
+            tokio::spawn(async move {
+                let observed = cri.observe(&key).await;
+                let _ = done.send(Done::Observed(key, observed));
+            });
+        }
         while let Some(req) = self.core.poll_probe(unix_ms()) {
             let (cri, done) = (cri.clone(), done.clone());
             tokio::spawn(async move {
                 let ok = probe::run(cri, &req).await;
-                let _ = done.send((req, ok));
+                let _ = done.send(Done::Probed(req, ok));
             });
+        }
+    }
+
+    /// What a task found: a pod observed (its operations then run on a
+    /// task of their own), a batch run, a probe's outcome.
+    fn finish(&mut self, work: Done, done: &mpsc::UnboundedSender<Done>) {
+        let now = unix_ms();
+        match work {
+            Done::Observed(key, Err(e)) => {
+                self.core.handle_done(&key, now);
+                self.runtime_down(e);
+            }
+            Done::Observed(key, Ok(observed)) => {
+                let objects = StoreObjects(&self.store);
+                let ops = self.core.handle_observed(&key, &observed, &objects, now);
+                if ops.is_empty() {
+                    return;
+                }
+                let Some(cri) = self.cri.clone() else {
+                    return self.core.handle_done(&key, now);
+                };
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let failure = run_ops(cri, &key, &ops).await;
+                    let _ = done.send(Done::Ran(key, failure));
+                });
+            }
+            Done::Ran(key, failure) => {
+                if let Some(f) = failure {
+                    self.core.handle_failed(&key, f, now);
+                }
+                self.core.handle_done(&key, now);
+            }
+            Done::Probed(req, ok) => self.core.handle_probe_result(&req, ok, now),
         }
     }
 
@@ -325,43 +363,6 @@ impl Runner {
         self.seen = now_seen;
     }
 
-    /// One round of a pod's sync: observe, plan, run the batch.
-    async fn sync(&mut self, key: &PodKey) {
-        let Some(cri) = self.cri.as_mut() else { return };
-        let observed = match cri.observe(key).await {
-            Ok(o) => o,
-            Err(e) => return self.runtime_down(e),
-        };
-        let objects = StoreObjects(&self.store);
-        let ops = self
-            .core
-            .handle_observed(key, &observed, &objects, unix_ms());
-        if ops.is_empty() {
-            return;
-        }
-        for op in &ops {
-            tracing::debug!(pod = %key, ?op, "runtime operation");
-            let result = match op {
-                Op::WriteVolumes(vs) => {
-                    vs.iter()
-                        .try_for_each(volumes::write)
-                        .map_err(|e| edged::Failure {
-                            container: None,
-                            reason: "FailedMount".into(),
-                            message: e.to_string(),
-                        })
-                }
-                op => cri.run(op).await,
-            };
-            if let Err(f) = result {
-                tracing::warn!(pod = %key, reason = %f.reason, "{}", f.message);
-                self.core.handle_failed(key, f, unix_ms());
-                break;
-            }
-        }
-        self.core.handle_done(key, unix_ms());
-    }
-
     fn send_statuses(&mut self) {
         while let Some((key, status)) = self.core.poll_status() {
             let phase = status["phase"].as_str().unwrap_or("").to_owned();
@@ -374,6 +375,38 @@ impl Runner {
             }
         }
     }
+}
+
+/// What a task of Edged's thread hands back to its loop.
+#[derive(Debug)]
+enum Done {
+    Observed(PodKey, Result<edged::Observed, CriError>),
+    Ran(PodKey, Option<edged::Failure>),
+    Probed(edged::ProbeRequest, bool),
+}
+
+/// Runs a pod's batch in order, stopping at the first failure.
+async fn run_ops(mut cri: Cri, key: &PodKey, ops: &[Op]) -> Option<edged::Failure> {
+    for op in ops {
+        tracing::debug!(pod = %key, ?op, "runtime operation");
+        let result = match op {
+            Op::WriteVolumes(vs) => {
+                vs.iter()
+                    .try_for_each(volumes::write)
+                    .map_err(|e| edged::Failure {
+                        container: None,
+                        reason: "FailedMount".into(),
+                        message: e.to_string(),
+                    })
+            }
+            op => cri.run(op).await,
+        };
+        if let Err(f) = result {
+            tracing::warn!(pod = %key, reason = %f.reason, "{}", f.message);
+            return Some(f);
+        }
+    }
+    None
 }
 
 /// The upstream message that carries a pod's status.
