@@ -659,3 +659,76 @@ fn readiness_decides_ready_and_a_startup_probe_holds_the_others_back() {
     assert_eq!(cond(&status(&e), "Ready"), "False");
     assert_eq!(status(&e)["containerStatuses"][0]["restartCount"], 0);
 }
+
+#[test]
+fn a_pod_marked_for_deletion_is_stopped_gracefully_and_kept_until_removed() {
+    let (mut e, mut rt) = (Edged::new(config()), busybox());
+    let spec = json!({"terminationGracePeriodSeconds": 7, "containers": [{"name": "a", "image": "busybox:1"}]});
+    e.handle_pod(pod(spec.clone()), 1_000);
+    settle(&mut e, &mut rt, 1_000);
+    let mut deleting = pod(spec);
+    deleting.deleting = true;
+    e.handle_pod(deleting, 2_000);
+    settle(&mut e, &mut rt, 2_000);
+    assert_eq!(rt.running("a"), 0);
+    assert!(rt.ops.iter().any(|op| matches!(
+        op,
+        Op::StopContainer {
+            grace_seconds: 7,
+            ..
+        }
+    )));
+    assert!(
+        rt.observed.sandboxes.iter().all(|s| !s.ready),
+        "its sandbox is stopped"
+    );
+    assert!(
+        !rt.observed.containers.is_empty(),
+        "kept for its logs until the pod is removed"
+    );
+    let s = status(&e);
+    assert_eq!(
+        s["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        137
+    );
+    e.handle_pod_deleted(&key(), 3_000);
+    settle(&mut e, &mut rt, 3_000);
+    assert!(rt.observed.is_empty());
+}
+
+/// Garbage as a stored Pod: refused or planned, never a panic (the fuzz
+/// target `edge-core/fuzz/fuzz_targets/pod_json.rs` runs the same path).
+fn plan_bytes(bytes: &[u8]) {
+    let Ok(p) = Pod::from_json(bytes) else { return };
+    let key = PodKey::new(&p.namespace, &p.name);
+    let (mut e, mut rt) = (Edged::new(config()), busybox());
+    e.handle_pod(p, 1_000);
+    if e.poll_sync(1_000).is_some() {
+        for op in e.handle_observed(&key, &rt.observed.clone(), &NoObjects, 1_000) {
+            let _ = rt.apply(&op, 1_000);
+        }
+    }
+    let _ = e.poll_status();
+    let _ = e.poll_probe(1_000);
+}
+
+proptest::proptest! {
+    #[test]
+    fn garbage_pods_are_refused_or_planned_never_a_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+        plan_bytes(&bytes);
+    }
+
+    #[test]
+    fn odd_field_values_are_refused_or_planned(
+        policy in "(Always|OnFailure|Never|[a-z]{0,4})", image in ".{0,20}", port in proptest::num::i64::ANY,
+        grace in proptest::num::i64::ANY, limit in ".{0,12}", path in ".{0,12}",
+    ) {
+        let doc = json!({"metadata": {"name": "p", "uid": "u"}, "spec": {
+            "restartPolicy": policy, "terminationGracePeriodSeconds": grace,
+            "volumes": [{"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": path}]}}],
+            "containers": [{"name": "a", "image": image, "resources": {"limits": {"memory": limit, "cpu": limit}},
+                "volumeMounts": [{"name": "v", "mountPath": "/m", "subPath": path}],
+                "livenessProbe": {"httpGet": {"port": port}}, "readinessProbe": {"tcpSocket": {"port": path}}}]}});
+        plan_bytes(doc.to_string().as_bytes());
+    }
+}
