@@ -227,6 +227,7 @@ pub(crate) fn plan(input: &Input<'_>, memory: &mut Memory) -> Plan {
     plan.ops.extend(teardown(&older, pod.grace_seconds()));
     match latest {
         Some(s) if s.ready => {
+            memory.failures.remove("");
             if finished(pod, &current, &s.id) {
                 plan.ops.push(Op::StopSandbox { id: s.id.clone() });
                 return plan;
@@ -241,9 +242,13 @@ pub(crate) fn plan(input: &Input<'_>, memory: &mut Memory) -> Plan {
                 stop.retain(|op| matches!(op, Op::StopContainer { .. } | Op::StopSandbox { .. }));
                 plan.ops.extend(stop);
             }
+            // The sandbox's last failure, if any, says why they wait.
+            let why = memory.failures.get("").map_or(String::new(), |(f, _, _)| {
+                format!("{}: {}", f.reason, f.message)
+            });
             for c in pod.spec.init_containers.iter().chain(&pod.spec.containers) {
                 plan.waiting
-                    .insert(c.name.clone(), ("ContainerCreating".into(), String::new()));
+                    .insert(c.name.clone(), ("ContainerCreating".into(), why.clone()));
             }
             if let Some((_, at, _)) = memory.failures.get("")
                 && let Some(until) = memory.backoff.wait_until("fail/", *at, input.now)

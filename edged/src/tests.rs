@@ -732,3 +732,31 @@ proptest::proptest! {
         plan_bytes(doc.to_string().as_bytes());
     }
 }
+
+#[test]
+fn a_sandbox_that_fails_is_retried_after_a_back_off_and_says_why() {
+    let (mut e, mut rt) = (Edged::new(config()), busybox());
+    e.handle_pod(
+        pod(json!({"containers": [{"name": "a", "image": "busybox:1"}]})),
+        1_000,
+    );
+    let k = e.poll_sync(1_000).unwrap();
+    let ops = e.handle_observed(&k, &rt.observed.clone(), &NoObjects, 1_000);
+    assert!(matches!(ops.as_slice(), [Op::RunSandbox(_)]), "{ops:?}");
+    let failure = Failure {
+        container: None,
+        reason: "FailedCreatePodSandBox".into(),
+        message: "no pause image".into(),
+    };
+    e.handle_failed(&k, failure, 1_000);
+    e.handle_done(&k, 1_000);
+    settle(&mut e, &mut rt, 1_000);
+    assert!(rt.ops.is_empty(), "not retried at once: {:?}", rt.ops);
+    let w = &status(&e)["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(w["reason"], "ContainerCreating");
+    assert_eq!(w["message"], "FailedCreatePodSandBox: no pause image");
+    let at = e.poll_timeout().unwrap();
+    assert_eq!(at, 11_000, "retried after the back-off");
+    settle(&mut e, &mut rt, at);
+    assert_eq!(rt.running("a"), 1);
+}
