@@ -1,10 +1,13 @@
-//! Running one probe: exec in the container through the CRI, an HTTP GET
-//! or a TCP connection to the pod, within the probe's timeout.
+//! Running one probe: exec in the container through the CRI, an HTTP(S)
+//! GET or a TCP connection to the pod, within the probe's timeout.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use edged::{ProbeAction, ProbeRequest};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::Cri;
@@ -24,16 +27,13 @@ pub(crate) async fn run(mut cri: Cri, req: &ProbeRequest) -> bool {
             ProbeAction::Tcp { host, port } => {
                 Ok(TcpStream::connect((host.as_str(), *port)).await.is_ok())
             }
-            ProbeAction::Http { https: true, .. } => {
-                Err("https probes are not supported yet".to_owned())
-            }
             ProbeAction::Http {
+                https,
                 host,
                 port,
                 path,
                 headers,
-                ..
-            } => Ok(http_get(host, *port, path, headers).await),
+            } => Ok(http_get(*https, host, *port, path, headers).await),
         }
     })
     .await;
@@ -47,9 +47,17 @@ pub(crate) async fn run(mut cri: Cri, req: &ProbeRequest) -> bool {
     }
 }
 
-/// A GET whose status is 200–399, as the kubelet's HTTP prober counts it.
-async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> bool {
-    let Ok(mut stream) = TcpStream::connect((host, port)).await else {
+/// A GET whose status is 200–399, as the kubelet's HTTP prober counts it;
+/// over TLS for `https`, the server's certificate not verified (as the
+/// kubelet's).
+async fn http_get(
+    https: bool,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> bool {
+    let Ok(tcp) = TcpStream::connect((host, port)).await else {
         return false;
     };
     let mut request =
@@ -58,10 +66,35 @@ async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("Connection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
+    if !https {
+        return status_ok(tcp, request.as_bytes()).await;
+    }
+    let Ok(config) = ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let config = config
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(crate::tls::AnyServer))
+        .with_no_client_auth();
+    let Ok(name) = ServerName::try_from(host.to_owned()) else {
+        return false;
+    };
+    match tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+    {
+        Ok(tls) => status_ok(tls, request.as_bytes()).await,
+        Err(_) => false,
+    }
+}
+
+/// Sends `request` and reads the status line: "HTTP/1.1 200 OK".
+async fn status_ok<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &[u8]) -> bool {
+    if stream.write_all(request).await.is_err() {
         return false;
     }
-    // The status line is all that is read: "HTTP/1.1 200 OK".
     let mut head = [0u8; 64];
     let Ok(n) = stream.read(&mut head).await else {
         return false;
@@ -72,4 +105,64 @@ async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok());
     code.is_some_and(|c| (200..400).contains(&c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server on loopback that answers every connection with `status`,
+    /// over TLS with a self-signed certificate when `tls`.
+    async fn server(status: u16, tls: bool) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                let mut buf = [0u8; 1024];
+                if tls {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        continue;
+                    };
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(reply.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                } else {
+                    let mut s = tcp;
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(reply.as_bytes()).await;
+                }
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn http_and_https_probes_count_200_to_399_as_success() {
+        for tls in [false, true] {
+            for (status, ok) in [(200, true), (302, true), (404, false), (500, false)] {
+                let port = server(status, tls).await;
+                assert_eq!(
+                    http_get(tls, "127.0.0.1", port, "/healthz", &[]).await,
+                    ok,
+                    "{status} tls={tls}"
+                );
+            }
+        }
+        // Nothing listening is a failure, not an error.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(!http_get(false, "127.0.0.1", port, "/", &[]).await);
+    }
 }
