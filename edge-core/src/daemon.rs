@@ -59,22 +59,25 @@ pub struct Shared {
 /// counting allocator for the memory budget would be installed as
 /// `#[global_allocator]` in `main.rs`.
 pub fn run(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonError> {
-    let daemon = run_async(config, hooks);
-    // `EDGECORE_IO_DRIVER=legacy` forces epoll (for tests and odd kernels).
+    block_on(run_async(config, hooks)).map_err(DaemonError::Runtime)?
+}
+
+/// Runs `future` on this thread's monoio runtime: io_uring where the kernel
+/// has it, epoll otherwise; `EDGECORE_IO_DRIVER=legacy` forces epoll (for
+/// tests and odd kernels). Other threads (Edged's) wake the daemon through
+/// wakers, which monoio delivers across threads with its `sync` feature.
+pub fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
     if std::env::var("EDGECORE_IO_DRIVER").as_deref() == Ok("legacy") {
         tracing::info!("legacy (epoll) driver");
-        return monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        return Ok(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
-            .build()
-            .map_err(DaemonError::Runtime)?
-            .block_on(daemon);
+            .build()?
+            .block_on(future));
     }
-    // io_uring where the kernel has it, epoll otherwise.
-    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+    Ok(monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
-        .build()
-        .map_err(DaemonError::Runtime)?
-        .block_on(daemon)
+        .build()?
+        .block_on(future))
 }
 
 async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonError> {

@@ -90,3 +90,60 @@ fn offline_upstream_is_kept_and_sent_when_the_cloud_returns() {
         devices.load(Ordering::SeqCst) == 1
     });
 }
+
+/// Another thread (Edged's) hands messages to the daemon: each must wake it
+/// at once, not wait for the daemon's next timer. The timers here are set
+/// ten minutes out, so a lost wake-up leaves the message unsent.
+#[test]
+fn upstream_from_another_thread_wakes_the_daemon_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(&dir.path().join("pki"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cloud = port.local_addr().unwrap().to_string();
+    drop(port);
+    let hub = TestHub::start(&pki, &cloud);
+    let path = edge_config(dir.path(), &pki, &cloud);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("heartbeat = 2", "heartbeat = 600")
+        .replace(
+            "nodeStatusUpdateFrequency = 1",
+            "nodeStatusUpdateFrequency = 600",
+        );
+    std::fs::write(&path, text).unwrap();
+    let config = EdgeConfig::load(&path).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Upstream>();
+    std::thread::spawn(move || {
+        let hooks = EdgeHooks {
+            on_change: Vec::new(),
+            on_start: Some(Box::new(move |up| tx.send(up).unwrap())),
+        };
+        daemon::run(config, hooks).unwrap();
+    });
+    let upstream = rx.recv().unwrap();
+    let seen = |id: &str| {
+        hub.seen
+            .lock()
+            .unwrap()
+            .upstream
+            .iter()
+            .any(|m| m.header.id == id)
+    };
+    // The first node status says the link is up and the daemon idle.
+    wait_for(30, "the first node status", || {
+        hub.seen
+            .lock()
+            .unwrap()
+            .upstream
+            .iter()
+            .any(|m| m.route.resource.contains("nodestatus"))
+    });
+    for i in 1..=5 {
+        let start = std::time::Instant::now();
+        assert!(upstream.send(vec![device_status(i)]));
+        wait_for(5, "the message handed over from another thread", || {
+            seen(&format!("twin-{i}"))
+        });
+        eprintln!("message {i} reached the cloud in {:?}", start.elapsed());
+    }
+}
