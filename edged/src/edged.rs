@@ -1,7 +1,7 @@
 //! [`Edged`]: the pods of this node, when each must be synced, and the
 //! statuses to report. See the crate documentation for the call order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -58,8 +58,8 @@ struct Entry {
     sync_at: Option<u64>,
     busy: bool,
     start_ms: u64,
+    /// The status last computed; reported when the key is in `unreported`.
     status: Option<Value>,
-    reported: Option<Value>,
 }
 
 /// The pods bound to this node and what to do about each.
@@ -68,6 +68,9 @@ pub struct Edged {
     config: EdgedConfig,
     pods: BTreeMap<PodKey, Entry>,
     probes: Probes,
+    /// Pods whose status changed since it was last reported: marked where
+    /// a status is computed, so reporting costs nothing for quiet pods.
+    unreported: BTreeSet<PodKey>,
 }
 
 impl Edged {
@@ -76,6 +79,7 @@ impl Edged {
             config,
             pods: BTreeMap::new(),
             probes: Probes::default(),
+            unreported: BTreeSet::new(),
         }
     }
 
@@ -88,7 +92,6 @@ impl Edged {
             busy: false,
             start_ms: now,
             status: None,
-            reported: None,
         })
     }
 
@@ -100,7 +103,7 @@ impl Edged {
             // Another pod of the same name: its own life, its own memory.
             e.memory = Memory::default();
             e.start_ms = now;
-            e.reported = None;
+            e.status = None;
         }
         e.grace_seconds = pod.grace_seconds();
         e.pod = Some(pod);
@@ -219,7 +222,8 @@ impl Edged {
             now,
             health: &|name| probes.health(key, name),
         };
-        e.status = Some(status::pod_status(pod, observed, &ctx));
+        let status = status::pod_status(pod, observed, &ctx);
+        set_status(&mut self.unreported, key, e, status);
         if plan.ops.is_empty() {
             e.busy = false;
             let resync = now + config.resync_ms;
@@ -251,7 +255,7 @@ impl Edged {
 
     /// The runtime cannot be reached: every pod waits with `message`.
     pub fn handle_runtime_down(&mut self, message: &str, now: u64) {
-        for e in self.pods.values_mut() {
+        for (key, e) in &mut self.pods {
             e.busy = false;
             e.sync_at = Some(now + self.config.resync_ms);
             let Some(pod) = &e.pod else { continue };
@@ -271,18 +275,22 @@ impl Edged {
                 now,
                 health: &|_| (false, false),
             };
-            e.status = Some(status::pod_status(pod, &Observed::default(), &ctx));
+            let status = status::pod_status(pod, &Observed::default(), &ctx);
+            set_status(&mut self.unreported, key, e, status);
         }
     }
 
     /// A pod whose status changed since it was last reported.
     pub fn poll_status(&mut self) -> Option<(PodKey, Value)> {
-        let (key, e) = self
-            .pods
-            .iter_mut()
-            .find(|(_, e)| e.pod.is_some() && e.status.is_some() && e.status != e.reported)?;
-        e.reported = e.status.clone();
-        Some((key.clone(), e.status.clone()?))
+        while let Some(key) = self.unreported.pop_first() {
+            let Some(e) = self.pods.get(&key) else {
+                continue;
+            };
+            if let (Some(_), Some(status)) = (&e.pod, &e.status) {
+                return Some((key, status.clone()));
+            }
+        }
+        None
     }
 
     /// The last status of `key`, as reported.
@@ -293,5 +301,13 @@ impl Edged {
     /// The pods Edged knows, desired or being torn down.
     pub fn keys(&self) -> impl Iterator<Item = &PodKey> {
         self.pods.keys()
+    }
+}
+
+/// Keeps `status` as `e`'s and marks it unreported when it changed.
+fn set_status(unreported: &mut BTreeSet<PodKey>, key: &PodKey, e: &mut Entry, status: Value) {
+    if e.status.as_ref() != Some(&status) {
+        e.status = Some(status);
+        unreported.insert(key.clone());
     }
 }

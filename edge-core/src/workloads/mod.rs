@@ -84,7 +84,7 @@ impl Workloads {
             runtime_name: "containerd".to_owned(),
             log_root: config.pod_logs_dir.clone(),
             root_directory: config.root_directory.clone(),
-            resync_ms: 10_000,
+            resync_ms: RESYNC.as_millis() as u64,
         });
         let runner = Runner {
             config: config.clone(),
@@ -144,6 +144,10 @@ struct Runner {
 
 /// How often the runtime's containers are listed (the kubelet's PLEG period).
 const RELIST: Duration = Duration::from_secs(1);
+/// How often a pod is synced when neither its spec, its objects, its
+/// containers (the relist) nor its probes changed: the kubelet's
+/// `syncFrequency`.
+const RESYNC: Duration = Duration::from_secs(60);
 /// How often an unreachable runtime is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 
