@@ -19,6 +19,7 @@
 //! remoteRuntimeEndpoint = "unix:///run/containerd/containerd.sock"
 //! rootDirectory = "/var/lib/edged"           # pod volumes
 //! podLogsDir = "/var/log/pods"               # container logs
+//! maxPods = 110                              # capacity.pods
 //!
 //! [modules.metaManager.metaServer]
 //! server = "127.0.0.1:10550"
@@ -184,6 +185,9 @@ pub struct Edged {
     pub node_ip: String,
     /// Seconds a runtime call may take (image pulls included). Default 120.
     pub runtime_request_timeout: u64,
+    /// The pods this node reports it can hold (`capacity.pods`), as the
+    /// kubelet's `maxPods`. Default 110.
+    pub max_pods: u32,
 }
 
 impl Default for Edged {
@@ -200,6 +204,7 @@ impl Default for Edged {
             cgroup_driver: "cgroupfs".to_owned(),
             node_ip: String::new(),
             runtime_request_timeout: 120,
+            max_pods: 110,
         }
     }
 }

@@ -199,6 +199,7 @@ impl Daemon {
             );
         }
         let renew_at_unix = next_renewal(&config);
+        let node_status = NodeStatus::new(config.modules.edged.max_pods);
         Ok(Self {
             config,
             shared,
@@ -211,7 +212,7 @@ impl Daemon {
             renew_at_unix,
             pods: None,
             held_statuses: std::collections::BTreeMap::new(),
-            node_status: NodeStatus::default(),
+            node_status,
             host_ip: String::new(),
         })
     }

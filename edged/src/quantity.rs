@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use crate::pod::Pod;
+
 /// A quantity in thousandths of its unit (CPU in millicores, memory in
 /// milli-bytes), or None when it is not a quantity.
 fn milli(v: &Value) -> Option<u128> {
@@ -55,10 +57,65 @@ pub(crate) fn bytes(v: &Value) -> Option<u64> {
     milli(v).and_then(|m| u64::try_from(m / 1000).ok())
 }
 
+/// The pod's QoS class by the kubelet's rules (`GetPodQOS`), over the CPU
+/// and memory of its init and app containers: `BestEffort` when none asks
+/// for any, `Guaranteed` when every container limits both and requests
+/// what it limits (a request left out is its limit, as the API server
+/// defaults it), `Burstable` otherwise.
+pub(crate) fn qos_class(pod: &Pod) -> &'static str {
+    let containers = pod.spec.init_containers.iter().chain(&pod.spec.containers);
+    let (mut any, mut guaranteed) = (false, true);
+    for c in containers {
+        for resource in ["cpu", "memory"] {
+            let amount = |v: Option<&Value>| v.and_then(milli).filter(|&m| m > 0);
+            let limit = amount(c.resources.limits.get(resource));
+            let request = match c.resources.requests.get(resource) {
+                Some(v) => amount(Some(v)),
+                None => limit,
+            };
+            any |= limit.is_some() || request.is_some();
+            guaranteed &= limit.is_some() && request == limit;
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn pod(resources: &[Value]) -> Pod {
+        let containers: Vec<Value> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| json!({"name": format!("c{i}"), "image": "i", "resources": r}))
+            .collect();
+        let pod = json!({"metadata": {"name": "p", "namespace": "default", "uid": "u"},
+            "spec": {"containers": containers}});
+        Pod::from_json(pod.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_qos_class_follows_the_kubelets_rules() {
+        assert_eq!(qos_class(&pod(&[json!({})])), "BestEffort");
+        let full = json!({"limits": {"cpu": "500m", "memory": "64Mi"}});
+        assert_eq!(qos_class(&pod(&[full.clone(), full.clone()])), "Guaranteed");
+        let same = json!({"limits": {"cpu": "1", "memory": "1Gi"},
+            "requests": {"cpu": "1000m", "memory": "1Gi"}});
+        assert_eq!(qos_class(&pod(&[same])), "Guaranteed");
+        let less = json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "100m"}});
+        assert_eq!(qos_class(&pod(&[less])), "Burstable");
+        let cpu_only = json!({"limits": {"cpu": "1"}});
+        assert_eq!(qos_class(&pod(&[cpu_only])), "Burstable");
+        assert_eq!(qos_class(&pod(&[full, json!({})])), "Burstable");
+        let zero = json!({"requests": {"cpu": "0", "memory": "0"}});
+        assert_eq!(qos_class(&pod(&[zero])), "BestEffort");
+    }
 
     #[test]
     fn quantities_read_as_the_api_server_writes_them() {

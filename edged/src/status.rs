@@ -216,6 +216,7 @@ pub(crate) fn pod_status(pod: &Pod, observed: &Observed, ctx: &Context<'_>) -> V
         ],
         "hostIP": ctx.host_ip, "hostIPs": [{"ip": ctx.host_ip}],
         "startTime": rfc3339(ctx.start_ms),
+        "qosClass": crate::quantity::qos_class(pod),
         "containerStatuses": app,
     });
     if !init.is_empty() {

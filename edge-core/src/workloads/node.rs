@@ -13,10 +13,18 @@ use serde_json::{Value, json};
 
 use super::Runtime;
 
+/// The port this node reports for the kubelet API in
+/// `status.daemonEndpoints.kubeletEndpoint`: 10350, as KubeEdge's edge
+/// nodes report it (its edge stream server's), where the API server's
+/// calls for this node's logs and exec are routed.
+pub(crate) const KUBELET_ENDPOINT_PORT: u16 = 10350;
+
 /// What the node reports, and when each condition last changed.
 #[derive(Debug, Default)]
 pub(crate) struct NodeStatus {
     transitions: BTreeMap<&'static str, (bool, u64)>,
+    /// The `pods` capacity (the kubelet's `maxPods`).
+    max_pods: u32,
 }
 
 /// The host's address towards `server` (`host:port`): the InternalIP.
@@ -80,6 +88,13 @@ fn architecture() -> &'static str {
 }
 
 impl NodeStatus {
+    pub(crate) fn new(max_pods: u32) -> NodeStatus {
+        NodeStatus {
+            transitions: BTreeMap::new(),
+            max_pods,
+        }
+    }
+
     fn condition(
         &mut self,
         kind: &'static str,
@@ -158,7 +173,7 @@ impl NodeStatus {
             now,
         );
         let resources = json!({"cpu": cpus.to_string(), "memory": format!("{mem_total}Ki"),
-            "pods": "110", "ephemeral-storage": format!("{}Ki", disk_total / 1024)});
+            "pods": self.max_pods.to_string(), "ephemeral-storage": format!("{}Ki", disk_total / 1024)});
         let runtime_version = match runtime {
             Some(Runtime::Up { name, version }) => format!("{name}://{version}"),
             _ => String::new(),
@@ -167,6 +182,7 @@ impl NodeStatus {
             "capacity": resources, "allocatable": resources,
             "conditions": [ready, memory, disk, pid],
             "addresses": [{"type": "InternalIP", "address": host_ip}, {"type": "Hostname", "address": node}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_ENDPOINT_PORT}},
             "nodeInfo": {
                 "machineID": read("/etc/machine-id"), "systemUUID": read("/sys/class/dmi/id/product_uuid"),
                 "bootID": read("/proc/sys/kernel/random/boot_id"), "kernelVersion": read("/proc/sys/kernel/osrelease"),
@@ -203,7 +219,7 @@ mod tests {
 
     #[test]
     fn ready_follows_the_runtime_and_keeps_its_transition_time() {
-        let mut n = NodeStatus::default();
+        let mut n = NodeStatus::new(110);
         let up = Runtime::Up {
             name: "containerd".into(),
             version: "1.6.20".into(),
@@ -216,6 +232,8 @@ mod tests {
         );
         assert_eq!(s["addresses"][0]["address"], "10.0.0.2");
         assert!(s["capacity"]["memory"].as_str().unwrap().ends_with("Ki"));
+        assert_eq!(s["capacity"]["pods"], "110");
+        assert_eq!(s["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10350);
         let later = n.status("10.0.0.2", "edge-1", "/", Some(&up), 2_000_000);
         assert_eq!(
             later["conditions"][0]["lastTransitionTime"],
