@@ -64,6 +64,9 @@ pub struct VersionEntry {
     pub hash: [u8; 32],
     /// The object went away at `rv`.
     pub deleted: bool,
+    /// When the object first appeared (Unix ms; 0: before this was kept),
+    /// its `metadata.creationTimestamp`.
+    pub created_ms: u64,
 }
 
 /// The durable state; see the module doc. Clones share one environment
@@ -222,10 +225,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut wtxn = self.env.write_txn().map_err(lmdb("begin"))?;
         for (key, e) in changed {
-            let mut v = Vec::with_capacity(41);
+            let mut v = Vec::with_capacity(49);
             v.extend_from_slice(&e.rv.to_be_bytes());
             v.push(u8::from(e.deleted));
             v.extend_from_slice(&e.hash);
+            v.extend_from_slice(&e.created_ms.to_be_bytes());
             self.versions
                 .put(&mut wtxn, &encode_key(key), &v)
                 .map_err(lmdb("write version"))?;
@@ -287,14 +291,19 @@ fn decode_ack_key(b: &[u8]) -> Option<(String, ObjectKey)> {
     p.next().is_none().then_some((node, key))
 }
 
+/// rv (u64 BE), deleted (u8), hash (32 bytes), then created (u64 BE),
+/// which entries written before it was kept lack.
 fn decode_version(v: &[u8]) -> Option<VersionEntry> {
-    if v.len() != 41 {
-        return None;
-    }
+    let created_ms = match v.len() {
+        41 => 0,
+        49 => u64::from_be_bytes(v[41..].try_into().ok()?),
+        _ => return None,
+    };
     Some(VersionEntry {
         rv: u64::from_be_bytes(v[..8].try_into().ok()?),
         deleted: v[8] != 0,
-        hash: v[9..].try_into().ok()?,
+        hash: v[9..41].try_into().ok()?,
+        created_ms,
     })
 }
 
@@ -345,12 +354,20 @@ mod tests {
             rv: 7,
             hash: [3; 32],
             deleted: true,
+            created_ms: 1_700_000_000_123,
         };
         s.save_versions(&[(key("secret", "ns", "x"), e)], 9)
             .unwrap();
         let (v, counter) = s.versions().unwrap();
         assert_eq!(counter, 9);
         assert_eq!(v[&key("secret", "ns", "x")], e);
+        // An entry written before creation times were kept still reads.
+        let mut old = 7u64.to_be_bytes().to_vec();
+        old.push(0);
+        old.extend_from_slice(&[3; 32]);
+        let old = decode_version(&old).unwrap();
+        assert_eq!((old.rv, old.created_ms), (7, 0));
+        assert_eq!(decode_version(&[0; 40]), None);
     }
 
     #[test]

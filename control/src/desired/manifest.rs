@@ -289,19 +289,21 @@ impl Versions {
     /// Turns the objects of the directory into the desired state: unchanged
     /// objects keep their versions, changed and new ones get the next ones,
     /// vanished ones get a deletion version. Stamps `metadata.resourceVersion`
-    /// (and a stable `metadata.uid` when absent). Changes are stored before
-    /// this returns.
+    /// (and a stable `metadata.uid` and the `metadata.creationTimestamp` of
+    /// the object's first appearance, as of `now_ms`, when absent). Changes
+    /// are stored before this returns.
     pub fn apply(
         &mut self,
         store: &Store,
         objects: Vec<ParsedObject>,
+        now_ms: u64,
     ) -> Result<Desired, StoreError> {
         let mut changed = Vec::new();
         let mut desired = Desired::default();
         for o in objects {
             let object = match self.made.get(&o.key) {
                 Some((parsed, made)) if Arc::ptr_eq(parsed, &o.value) => made.clone(),
-                _ => self.make(&o, &mut changed),
+                _ => self.make(&o, &mut changed, now_ms),
             };
             desired.objects.insert(o.key, object);
         }
@@ -330,24 +332,32 @@ impl Versions {
         &mut self,
         o: &ParsedObject,
         changed: &mut Vec<(ObjectKey, VersionEntry)>,
+        now_ms: u64,
     ) -> Arc<DesiredObject> {
         let hash = crate::util::sha256(&serde_json::to_vec(&*o.value).unwrap_or_default());
-        let rv = match self.entries.get(&o.key) {
-            Some(e) if !e.deleted && e.hash == hash => e.rv,
-            _ => {
+        let (rv, created_ms) = match self.entries.get(&o.key) {
+            Some(e) if !e.deleted && e.hash == hash => (e.rv, e.created_ms),
+            previous => {
+                // An edit keeps the creation time; a new or re-created object
+                // is created now.
+                let created_ms = match previous {
+                    Some(e) if !e.deleted && e.created_ms != 0 => e.created_ms,
+                    _ => now_ms,
+                };
                 self.counter += 1;
                 let e = VersionEntry {
                     rv: self.counter,
                     hash,
                     deleted: false,
+                    created_ms,
                 };
                 self.entries.insert(o.key.clone(), e);
                 changed.push((o.key.clone(), e));
-                self.counter
+                (self.counter, created_ms)
             }
         };
         let mut value = (*o.value).clone();
-        stamp(&mut value, &o.key, rv);
+        stamp(&mut value, &o.key, rv, created_ms);
         let content: Arc<[u8]> = serde_json::to_vec(&value).unwrap_or_default().into();
         let made = Arc::new(DesiredObject { rv, value, content });
         self.made
@@ -356,11 +366,15 @@ impl Versions {
     }
 }
 
-fn stamp(value: &mut Value, key: &ObjectKey, rv: u64) {
+fn stamp(value: &mut Value, key: &ObjectKey, rv: u64, created_ms: u64) {
     let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
     meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    if created_ms != 0 && !meta.contains_key("creationTimestamp") {
+        let at = clock::rfc3339(created_ms);
+        meta.insert("creationTimestamp".into(), Value::String(at));
+    }
     if !meta.contains_key("uid") {
         // Seeded with kind/namespace/name (not the key's text, which puts
         // the namespace first): uids already handed out stay the same.
@@ -382,6 +396,9 @@ fn stamp(value: &mut Value, key: &ObjectKey, rv: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 2026-12-01T00:00:00Z.
+    const T0: u64 = 1_796_083_200_000;
 
     #[test]
     fn parses_many_documents_and_reports_bad_objects() {
@@ -441,11 +458,18 @@ mod tests {
             ),
         };
         let rv = |d: &Desired, n: &str| d.objects[&ObjectKey::new("configmap", "default", n)].rv;
+        let created = |d: &Desired, n: &str| {
+            let o = &d.objects[&ObjectKey::new("configmap", "default", n)];
+            o.value["metadata"]["creationTimestamp"].clone()
+        };
         {
             let store = Store::open(dir.path()).unwrap();
             let mut v = Versions::load(&store).unwrap();
-            let d = v.apply(&store, vec![obj("a", "1"), obj("b", "1")]).unwrap();
+            let d = v
+                .apply(&store, vec![obj("a", "1"), obj("b", "1")], T0)
+                .unwrap();
             assert_eq!((rv(&d, "a"), rv(&d, "b")), (1, 2));
+            assert_eq!(created(&d, "a"), "2026-12-01T00:00:00Z");
             assert_eq!(
                 d.objects[&ObjectKey::new("configmap", "default", "a")].value["metadata"]["resourceVersion"],
                 "1"
@@ -453,23 +477,33 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         let mut v = Versions::load(&store).unwrap();
-        let d = v.apply(&store, vec![obj("a", "1"), obj("b", "2")]).unwrap();
+        let d = v
+            .apply(&store, vec![obj("a", "1"), obj("b", "2")], T0 + 60_000)
+            .unwrap();
         assert_eq!(
             (rv(&d, "a"), rv(&d, "b")),
             (1, 3),
             "unchanged keeps, changed moves on"
         );
-        let d = v.apply(&store, vec![obj("b", "2")]).unwrap();
+        assert_eq!(
+            created(&d, "b"),
+            "2026-12-01T00:00:00Z",
+            "an edit keeps the creation time, across a restart"
+        );
+        let d = v.apply(&store, vec![obj("b", "2")], T0 + 120_000).unwrap();
         assert_eq!(
             d.tombstones[&ObjectKey::new("configmap", "default", "a")],
             4
         );
-        let d = v.apply(&store, vec![obj("a", "1"), obj("b", "2")]).unwrap();
+        let d = v
+            .apply(&store, vec![obj("a", "1"), obj("b", "2")], T0 + 180_000)
+            .unwrap();
         assert_eq!(
             rv(&d, "a"),
             5,
             "a re-created object is newer than its deletion"
         );
+        assert_eq!(created(&d, "a"), "2026-12-01T00:03:00Z", "re-created now");
     }
 
     #[test]
@@ -485,9 +519,9 @@ mod tests {
         std::fs::write(manifests.join("b.yaml"), cm("b", "1")).unwrap();
         let mut m = ManifestDir::new(&manifests);
         let mut v = Versions::load(&store).unwrap();
-        let first = v.apply(&store, m.scan().0.unwrap()).unwrap();
+        let first = v.apply(&store, m.scan().0.unwrap(), T0).unwrap();
         std::fs::write(manifests.join("b.yaml"), cm("b", "two")).unwrap();
-        let second = v.apply(&store, m.scan().0.unwrap()).unwrap();
+        let second = v.apply(&store, m.scan().0.unwrap(), T0).unwrap();
         let (a, b) = (
             ObjectKey::new("configmap", "default", "a"),
             ObjectKey::new("configmap", "default", "b"),
@@ -500,10 +534,10 @@ mod tests {
         assert_eq!(second.objects[&b].rv, 3, "the changed object moves on");
         assert_eq!(second.objects[&b].value["data"]["k"], "two");
         std::fs::remove_file(manifests.join("a.yaml")).unwrap();
-        let third = v.apply(&store, m.scan().0.unwrap()).unwrap();
+        let third = v.apply(&store, m.scan().0.unwrap(), T0).unwrap();
         assert_eq!(third.tombstones[&a], 4);
         std::fs::write(manifests.join("a.yaml"), cm("a", "1")).unwrap();
-        let fourth = v.apply(&store, m.scan().0.unwrap()).unwrap();
+        let fourth = v.apply(&store, m.scan().0.unwrap(), T0).unwrap();
         assert_eq!(fourth.objects[&a].rv, 5, "back after its deletion: newer");
         assert_eq!(fourth.objects[&a].value["metadata"]["resourceVersion"], "5");
     }

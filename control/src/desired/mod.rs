@@ -101,8 +101,10 @@ async fn poll_dir(
             // The first state is published even when the directory could
             // not be read (an empty one).
             let desired = match objects {
-                Some(objects) => versions.apply(&store, objects).map(Some),
-                None if first => versions.apply(&store, Vec::new()).map(Some),
+                Some(objects) => versions.apply(&store, objects, clock::unix_ms()).map(Some),
+                None if first => versions
+                    .apply(&store, Vec::new(), clock::unix_ms())
+                    .map(Some),
                 None => Ok(None),
             };
             (dir, versions, desired)
