@@ -7,6 +7,9 @@
 //! errors, and watch (`?watch=true`): newline-delimited events, first what
 //! changed after `resourceVersion` (everything when it is absent or 0),
 //! then live changes, in a chunked response until `timeoutSeconds`.
+//! Lists and watches take label and field selectors (`selector`); a
+//! selector's watch sends objects entering and leaving the selection as
+//! `ADDED` and `DELETED` (`watch::Selection`).
 //! resourceVersions are the cloud's; a list's is the highest the store has
 //! seen.
 
@@ -22,11 +25,14 @@ use crate::store::{Change, ChangeType, Store};
 
 mod http;
 mod routes;
+mod selector;
 mod table;
 mod watch;
 
 pub use http::Request;
 pub use routes::{Resource, Route, route};
+pub use selector::{Selector, SelectorError};
+use watch::Selection;
 pub use watch::Watches;
 
 /// Time a connection may take to send a whole request, or stay idle.
@@ -132,14 +138,29 @@ async fn respond(stream: &mut TcpStream, req: &Request, shared: &Source) -> std:
             resource,
             namespace,
         } => {
-            if matches!(req.param("watch"), Some("true" | "1")) {
-                watch(stream, req, shared, resource, namespace).await?;
-                return Ok(true);
-            }
-            let as_table = table::wanted(&req.accept);
-            match list(shared, resource, namespace.as_deref(), as_table) {
-                Ok(body) => (200, body),
-                Err(e) => (500, status_json(500, "InternalError", &e, None)),
+            let selector = Selector::parse(
+                req.param("labelSelector"),
+                req.param("fieldSelector"),
+                resource.kind,
+            );
+            match selector {
+                Err(e) => (400, status_json(400, "BadRequest", &e.to_string(), None)),
+                Ok(selector) if matches!(req.param("watch"), Some("true" | "1")) => {
+                    let w = Watch {
+                        resource,
+                        namespace,
+                        selector,
+                    };
+                    watch(stream, req, shared, w).await?;
+                    return Ok(true);
+                }
+                Ok(selector) => {
+                    let as_table = table::wanted(&req.accept);
+                    match list(shared, resource, namespace.as_deref(), &selector, as_table) {
+                        Ok(body) => (200, body),
+                        Err(e) => (500, status_json(500, "InternalError", &e, None)),
+                    }
+                }
             }
         }
         Route::Get {
@@ -177,6 +198,7 @@ fn list(
     shared: &Source,
     r: Resource,
     namespace: Option<&str>,
+    selector: &Selector,
     as_table: bool,
 ) -> Result<Vec<u8>, String> {
     // Read the version first: a change committed in between is then seen
@@ -189,7 +211,11 @@ fn list(
         .store
         .list(r.kind, namespace)
         .map_err(|e| e.to_string())?;
-    let items: Vec<Value> = objects.iter().map(|o| shared.object(o, r)).collect();
+    let items: Vec<Value> = objects
+        .iter()
+        .map(|o| shared.object(o, r))
+        .filter(|v| selector.matches(v))
+        .collect();
     if as_table && r.kind == schema::kinds::POD {
         return Ok(table::pods(&items, rv, clock::unix_ms())
             .to_string()
@@ -204,13 +230,20 @@ fn list(
     Ok(doc.to_string().into_bytes())
 }
 
+/// What a watch asks for.
+struct Watch {
+    resource: Resource,
+    namespace: Option<String>,
+    selector: Selector,
+}
+
 async fn watch(
     stream: &mut TcpStream,
     req: &Request,
     shared: &Source,
-    r: Resource,
-    namespace: Option<String>,
+    w: Watch,
 ) -> std::io::Result<()> {
+    let (r, namespace) = (w.resource, w.namespace.as_deref());
     let from: u64 = req
         .param("resourceVersion")
         .and_then(|v| v.parse().ok())
@@ -221,12 +254,9 @@ async fn watch(
         .unwrap_or(DEFAULT_WATCH_SECONDS);
     // Subscribe before reading the store: both happen without a yield in
     // between, so nothing is missed or reordered.
-    let mut live = shared
-        .watches
-        .borrow_mut()
-        .subscribe(r.kind, namespace.as_deref());
+    let mut live = shared.watches.borrow_mut().subscribe(r.kind, namespace);
     let backlog = if from == 0 {
-        shared.store.list(r.kind, namespace.as_deref()).map(|objs| {
+        shared.store.list(r.kind, namespace).map(|objs| {
             objs.into_iter()
                 .map(|object| Change {
                     change: ChangeType::Added,
@@ -235,16 +265,17 @@ async fn watch(
                 .collect()
         })
     } else {
-        shared
-            .store
-            .changes_since(r.kind, namespace.as_deref(), from)
+        shared.store.changes_since(r.kind, namespace, from)
     };
     let backlog = backlog.map_err(std::io::Error::other)?;
     http::write_stream_head(stream).await?;
+    let mut selection = Selection::new(from != 0);
     let mut sent = from;
     for c in backlog {
         sent = sent.max(c.object.resource_version);
-        http::write_chunk(stream, &shared.event(&c, r)).await?;
+        if let Some(line) = shared.event(&c, r, &w.selector, &mut selection) {
+            http::write_chunk(stream, &line).await?;
+        }
     }
     let deadline = monoio::time::sleep(Duration::from_secs(seconds));
     futures_lite::pin!(deadline);
@@ -258,7 +289,9 @@ async fn watch(
             continue;
         }
         sent = sent.max(c.object.resource_version);
-        http::write_chunk(stream, &shared.event(&c, r)).await?;
+        if let Some(line) = shared.event(&c, r, &w.selector, &mut selection) {
+            http::write_chunk(stream, &line).await?;
+        }
     }
     http::write_chunk(stream, b"").await
 }
@@ -275,13 +308,27 @@ impl Source {
         v
     }
 
-    /// One watch event line.
-    fn event(&self, c: &Change, r: Resource) -> Vec<u8> {
-        let mut line = json!({"type": c.change.as_str(), "object": self.object(&c.object, r)})
+    /// The watch event line for `c`, as the selection sees it (None: the
+    /// client is not told).
+    fn event(
+        &self,
+        c: &Change,
+        r: Resource,
+        selector: &Selector,
+        selection: &mut Selection,
+    ) -> Option<Vec<u8>> {
+        let object = self.object(&c.object, r);
+        let change = if selector.is_empty() {
+            c.change
+        } else {
+            let key = format!("{}/{}", c.object.key.namespace, c.object.key.name);
+            selection.event(&key, c.change, selector.matches(&object))?
+        };
+        let mut line = json!({"type": change.as_str(), "object": object})
             .to_string()
             .into_bytes();
         line.push(b'\n');
-        line
+        Some(line)
     }
 }
 
