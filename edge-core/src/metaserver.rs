@@ -150,6 +150,7 @@ async fn respond(stream: &mut TcpStream, req: &Request, shared: &Source) -> std:
                         resource,
                         namespace,
                         selector,
+                        as_table: table::wanted(&req.accept),
                     };
                     watch(stream, req, shared, w).await?;
                     return Ok(true);
@@ -216,10 +217,9 @@ fn list(
         .map(|o| shared.object(o, r))
         .filter(|v| selector.matches(v))
         .collect();
-    if as_table && r.kind == schema::kinds::POD {
-        return Ok(table::pods(&items, rv, clock::unix_ms())
-            .to_string()
-            .into_bytes());
+    if as_table {
+        let table = table::of(r.kind, &items, rv, clock::unix_ms());
+        return Ok(table.to_string().into_bytes());
     }
     let doc = json!({
         "kind": format!("{}List", r.type_name),
@@ -235,6 +235,8 @@ struct Watch {
     resource: Resource,
     namespace: Option<String>,
     selector: Selector,
+    /// Each object sent as a one-row Table (`kubectl get -w`).
+    as_table: bool,
 }
 
 async fn watch(
@@ -273,7 +275,7 @@ async fn watch(
     let mut sent = from;
     for c in backlog {
         sent = sent.max(c.object.resource_version);
-        if let Some(line) = shared.event(&c, r, &w.selector, &mut selection) {
+        if let Some(line) = shared.event(&c, &w, &mut selection) {
             http::write_chunk(stream, &line).await?;
         }
     }
@@ -289,7 +291,7 @@ async fn watch(
             continue;
         }
         sent = sent.max(c.object.resource_version);
-        if let Some(line) = shared.event(&c, r, &w.selector, &mut selection) {
+        if let Some(line) = shared.event(&c, &w, &mut selection) {
             http::write_chunk(stream, &line).await?;
         }
     }
@@ -310,20 +312,18 @@ impl Source {
 
     /// The watch event line for `c`, as the selection sees it (None: the
     /// client is not told).
-    fn event(
-        &self,
-        c: &Change,
-        r: Resource,
-        selector: &Selector,
-        selection: &mut Selection,
-    ) -> Option<Vec<u8>> {
-        let object = self.object(&c.object, r);
-        let change = if selector.is_empty() {
+    fn event(&self, c: &Change, w: &Watch, selection: &mut Selection) -> Option<Vec<u8>> {
+        let mut object = self.object(&c.object, w.resource);
+        let change = if w.selector.is_empty() {
             c.change
         } else {
             let key = format!("{}/{}", c.object.key.namespace, c.object.key.name);
-            selection.event(&key, c.change, selector.matches(&object))?
+            selection.event(&key, c.change, w.selector.matches(&object))?
         };
+        if w.as_table {
+            let rv = c.object.resource_version;
+            object = table::of(w.resource.kind, &[object], rv, clock::unix_ms());
+        }
         let mut line = json!({"type": change.as_str(), "object": object})
             .to_string()
             .into_bytes();
