@@ -22,7 +22,11 @@
 //! maxPods = 110                              # capacity.pods
 //!
 //! [modules.metaManager.metaServer]
-//! server = "127.0.0.1:10550"
+//! server = "127.0.0.1:10550"                 # off loopback: TLS and auth
+//! tlsCertFile = ""                           # HTTPS when set, with the key
+//! tlsPrivateKeyFile = ""
+//! tlsCaFile = ""                             # client certificates
+//! tokenFile = ""                             # bearer token
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -217,6 +221,12 @@ pub struct MetaManager {
 }
 
 /// `[modules.metaManager.metaServer]`: the local Kubernetes-style API.
+///
+/// On a loopback address it serves plain HTTP to anyone on the node, as
+/// KubeEdge's does. Anywhere else it must serve HTTPS (`tlsCertFile`,
+/// `tlsPrivateKeyFile`) and authenticate its clients: by a certificate
+/// signed by `tlsCaFile`, by the bearer token in `tokenFile`, or both (then
+/// both are required). It holds the node's Secrets.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MetaServer {
@@ -224,6 +234,15 @@ pub struct MetaServer {
     pub enable: bool,
     /// Listen address. Default `127.0.0.1:10550`.
     pub server: String,
+    /// Serve HTTPS with this certificate chain (PEM). Default empty: HTTP.
+    pub tls_cert_file: String,
+    /// The certificate's private key (PEM).
+    pub tls_private_key_file: String,
+    /// Require client certificates signed by this CA (PEM). Default empty.
+    pub tls_ca_file: String,
+    /// Require `Authorization: Bearer <token>` with the token this file
+    /// holds (surrounding whitespace ignored). Default empty.
+    pub token_file: String,
 }
 
 impl Default for MetaServer {
@@ -231,8 +250,47 @@ impl Default for MetaServer {
         Self {
             enable: true,
             server: "127.0.0.1:10550".to_owned(),
+            tls_cert_file: String::new(),
+            tls_private_key_file: String::new(),
+            tls_ca_file: String::new(),
+            token_file: String::new(),
         }
     }
+}
+
+impl MetaServer {
+    /// Why this MetaServer may not be served as configured, if it may not:
+    /// off loopback it needs TLS and a way to authenticate clients.
+    pub fn insecure(&self) -> Option<String> {
+        let tls = !self.tls_cert_file.is_empty();
+        if tls == self.tls_private_key_file.is_empty() {
+            return Some("tlsCertFile and tlsPrivateKeyFile go together".to_owned());
+        }
+        if !self.tls_ca_file.is_empty() && !tls {
+            return Some("tlsCaFile needs tlsCertFile and tlsPrivateKeyFile".to_owned());
+        }
+        if !self.enable || loopback(&self.server) {
+            return None;
+        }
+        let auth = !self.tls_ca_file.is_empty() || !self.token_file.is_empty();
+        (!tls || !auth).then(|| {
+            format!(
+                "server {} is not a loopback address, and the MetaServer serves the node's \
+                 Secrets: set tlsCertFile and tlsPrivateKeyFile, and tlsCaFile or tokenFile",
+                self.server
+            )
+        })
+    }
+}
+
+/// Whether `addr` (host:port) is a loopback address.
+fn loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl EdgeConfig {
@@ -255,6 +313,13 @@ impl EdgeConfig {
         }
         if config.modules.edged.hostname_override.is_empty() {
             return Err(missing("modules.edged.hostnameOverride"));
+        }
+        if let Some(detail) = config.modules.meta_manager.meta_server.insecure() {
+            let detail = format!("[modules.metaManager.metaServer]: {detail}");
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                detail,
+            });
         }
         Ok(config)
     }
@@ -288,6 +353,51 @@ mod tests {
         // What we write reads back the same.
         std::fs::write(&path, c.to_toml()).unwrap();
         assert_eq!(EdgeConfig::load(&path).unwrap(), c);
+    }
+
+    #[test]
+    fn a_metaserver_off_loopback_needs_tls_and_authentication() {
+        let ms = |server: &str, cert: &str, ca: &str, token: &str| MetaServer {
+            server: server.to_owned(),
+            tls_cert_file: cert.to_owned(),
+            tls_private_key_file: cert.to_owned(),
+            tls_ca_file: ca.to_owned(),
+            token_file: token.to_owned(),
+            ..MetaServer::default()
+        };
+        for ok in [
+            "127.0.0.1:10550",
+            "localhost:10550",
+            "[::1]:10550",
+            "127.0.0.2:0",
+        ] {
+            assert_eq!(ms(ok, "", "", "").insecure(), None, "{ok}");
+        }
+        for open in [
+            "0.0.0.0:10550",
+            "10.0.0.5:10550",
+            "[::]:10550",
+            "edge.local:10550",
+        ] {
+            let e = ms(open, "", "", "").insecure().unwrap();
+            assert!(e.contains("not a loopback address"), "{e}");
+            assert!(
+                ms(open, "c.pem", "", "").insecure().is_some(),
+                "TLS, no auth"
+            );
+            assert!(
+                ms(open, "", "", "t").insecure().is_some(),
+                "token in the clear"
+            );
+            assert_eq!(ms(open, "c.pem", "ca.pem", "").insecure(), None);
+            assert_eq!(ms(open, "c.pem", "", "t").insecure(), None);
+        }
+        let half = MetaServer {
+            tls_cert_file: "c.pem".to_owned(),
+            ..MetaServer::default()
+        };
+        assert!(half.insecure().unwrap().contains("go together"));
+        assert!(ms("127.0.0.1:1", "", "ca.pem", "").insecure().is_some());
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    MetaServerAccess(#[from] metaserver::AccessError),
+    #[error(transparent)]
     Devices(#[from] crate::devices::DevicesError),
     #[error("cannot start Edged's thread: {0}")]
     Edged(std::io::Error),
@@ -90,6 +92,7 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
     });
     let ms = &config.modules.meta_manager.meta_server;
     if ms.enable {
+        let access = metaserver::Access::load(ms)?;
         let listener = monoio::net::TcpListener::bind(ms.server.as_str()).map_err(|source| {
             DaemonError::MetaServer {
                 addr: ms.server.clone(),
@@ -103,7 +106,9 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
         println!("edgecore metaserver={addr}");
         let (store, watches) = (shared.store.clone(), shared.watches.clone());
         let statuses = shared.statuses.clone();
-        monoio::spawn(metaserver::serve(listener, store, watches, statuses));
+        monoio::spawn(metaserver::serve(
+            listener, access, store, watches, statuses,
+        ));
     }
     let (tx, rx) = mpsc::unbounded();
     if config.modules.event_bus.enable {

@@ -18,18 +18,21 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::StreamExt as _;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpListener, TcpStream};
 use serde_json::{Value, json};
 
 use crate::store::{Change, ChangeType, Store};
 
+mod access;
 mod http;
 mod routes;
 mod selector;
 mod table;
 mod watch;
 
-pub use http::Request;
+pub use access::{Access, AccessError};
+pub use http::{Head, HttpError, Request, parse_head};
 pub use routes::{Resource, Route, route};
 pub use selector::{Selector, SelectorError};
 use watch::Selection;
@@ -45,6 +48,7 @@ const DEFAULT_WATCH_SECONDS: u64 = 1800;
 /// the daemon hands every committed change to.
 #[derive(Debug)]
 struct Source {
+    access: Access,
     store: Store,
     watches: Rc<RefCell<Watches>>,
     statuses: Rc<RefCell<PodStatuses>>,
@@ -74,11 +78,13 @@ impl PodStatuses {
 /// Accepts connections until the process ends; one task per connection.
 pub async fn serve(
     listener: TcpListener,
+    access: Access,
     store: Store,
     watches: Rc<RefCell<Watches>>,
     statuses: Rc<RefCell<PodStatuses>>,
 ) {
     let shared = Rc::new(Source {
+        access,
         store,
         watches,
         statuses,
@@ -96,7 +102,19 @@ pub async fn serve(
     }
 }
 
-async fn connection(mut stream: TcpStream, shared: Rc<Source>) {
+async fn connection(stream: TcpStream, shared: Rc<Source>) {
+    let Some(tls) = shared.access.tls.clone() else {
+        return requests(stream, shared).await;
+    };
+    match monoio::time::timeout(IDLE, tls.accept(stream)).await {
+        Ok(Ok(stream)) => requests(stream, shared).await,
+        Ok(Err(e)) => tracing::debug!("MetaServer TLS handshake: {e}"),
+        Err(_) => tracing::debug!("MetaServer TLS handshake timed out"),
+    }
+}
+
+/// Serves the requests of one connection, plain or TLS.
+async fn requests<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, shared: Rc<Source>) {
     let mut buf = Vec::new();
     loop {
         // An idle or trickling client is dropped after a minute.
@@ -126,7 +144,16 @@ async fn connection(mut stream: TcpStream, shared: Rc<Source>) {
 }
 
 /// Answers one request; true when the connection must end (a watch).
-async fn respond(stream: &mut TcpStream, req: &Request, shared: &Source) -> std::io::Result<bool> {
+async fn respond<S: AsyncWriteRent>(
+    stream: &mut S,
+    req: &Request,
+    shared: &Source,
+) -> std::io::Result<bool> {
+    if !shared.access.allows(&req.authorization) {
+        let body = status_json(401, "Unauthorized", "Unauthorized", None);
+        http::write_json(stream, 401, body, req.close).await?;
+        return Ok(false);
+    }
     if req.method != "GET" {
         let body = status_json(405, "MethodNotAllowed", "the MetaServer is read-only", None);
         http::write_json(stream, 405, body, req.close).await?;
@@ -239,8 +266,8 @@ struct Watch {
     as_table: bool,
 }
 
-async fn watch(
-    stream: &mut TcpStream,
+async fn watch<S: AsyncWriteRent>(
+    stream: &mut S,
     req: &Request,
     shared: &Source,
     w: Watch,

@@ -1,5 +1,6 @@
 //! TLS pieces shared by the link, join and Edged's probes: the crypto
-//! provider, the link's client configuration from PEM files, the verifier
+//! provider, the link's client configuration and the MetaServer's server
+//! configuration from PEM files, the verifier
 //! that accepts any server, and durable file writes.
 
 use std::io::Write;
@@ -11,7 +12,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 
 /// The one crypto provider of the workspace.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -35,23 +37,59 @@ pub enum TlsFilesError {
 /// CA in `ca`, this node proven by `cert` and `key` (PEM files). Read at
 /// every connection attempt, so a rotated certificate is used at once.
 pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<ClientConfig, TlsFilesError> {
-    let pem = |what, path: &Path, e: &dyn std::fmt::Display| TlsFilesError::Pem {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(chain(cert)?, private_key(key)?)?)
+}
+
+/// Server configuration (TLS 1.2 and 1.3, which kubectl and client-go
+/// speak) with `cert` and `key`; with `client_ca`, clients must present a
+/// certificate it signed.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, TlsFilesError> {
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| rustls::Error::General(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Ok(builder.with_single_cert(chain(cert)?, private_key(key)?)?)
+}
+
+fn pem_error(what: &'static str, path: &Path, e: &dyn std::fmt::Display) -> TlsFilesError {
+    TlsFilesError::Pem {
         what,
         path: path.to_owned(),
         detail: e.to_string(),
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).map_err(|e| pem("the CA", ca, &e))? {
-        roots.add(c.map_err(|e| pem("the CA", ca, &e))?)?;
     }
-    let chain = CertificateDer::pem_file_iter(cert)
+}
+
+fn roots(ca: &Path) -> Result<rustls::RootCertStore, TlsFilesError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| pem_error("the CA", ca, &e))? {
+        roots.add(c.map_err(|e| pem_error("the CA", ca, &e))?)?;
+    }
+    Ok(roots)
+}
+
+fn chain(cert: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFilesError> {
+    CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| pem("the certificate", cert, &e))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem("the private key", key, &e))?;
-    Ok(ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?)
+        .map_err(|e| pem_error("the certificate", cert, &e))
+}
+
+fn private_key(key: &Path) -> Result<PrivateKeyDer<'static>, TlsFilesError> {
+    PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error("the private key", key, &e))
 }
 
 /// PEM text of one DER object.

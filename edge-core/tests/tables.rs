@@ -55,7 +55,7 @@ fn seed(hub: &TestHub) {
     send(hub, "secret", "default", "creds", 12, secret);
     let node = format!(
         r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"edge-1","creationTimestamp":"{}","labels":{{"node-role.kubernetes.io/edge":""}}}},"status":{{"conditions":[{{"type":"Ready","status":"True"}}],"addresses":[{{"type":"InternalIP","address":"10.0.0.5"}}],"nodeInfo":{{"kubeletVersion":"v1.30.0","osImage":"Debian","kernelVersion":"6.1.0","containerRuntimeVersion":"containerd://1.6.20"}}}}}}"#,
-        ago(60)
+        ago(1800)
     );
     send(hub, "node", "default", "edge-1", 13, node);
     let device = format!(
@@ -85,12 +85,12 @@ fn kubectl_get_prints_each_kinds_columns() {
     );
     assert_eq!(
         kubectl(&edge, &["nodes"]),
-        "NAME STATUS ROLES AGE VERSION\nedge-1 Ready edge 60s v1.30.0"
+        "NAME STATUS ROLES AGE VERSION\nedge-1 Ready edge 30m v1.30.0"
     );
     let wide = kubectl(&edge, &["nodes", "-o", "wide"]);
     assert!(
         wide.ends_with(
-            "edge-1 Ready edge 60s v1.30.0 10.0.0.5 <none> Debian 6.1.0 containerd://1.6.20"
+            "edge-1 Ready edge 30m v1.30.0 10.0.0.5 <none> Debian 6.1.0 containerd://1.6.20"
         ),
         "{wide}"
     );

@@ -1,8 +1,7 @@
 //! The little HTTP/1.1 the MetaServer needs: read a request head with
 //! httparse (bounded), write a whole response or a chunked stream.
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 << 10;
@@ -19,6 +18,8 @@ pub struct Request {
     pub close: bool,
     /// The `Accept` header (kubectl asks for a Table with it).
     pub accept: String,
+    /// The `Authorization` header.
+    pub authorization: String,
 }
 
 impl Request {
@@ -32,7 +33,7 @@ impl Request {
 
 /// Why a request could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum HttpError {
+pub enum HttpError {
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
     #[error("request head over {MAX_HEAD} bytes")]
@@ -41,30 +42,46 @@ pub(super) enum HttpError {
     Parse(String),
 }
 
+/// A request head parsed from the front of a buffer.
+#[derive(Debug)]
+pub struct Head {
+    pub request: Request,
+    /// Bytes of the head.
+    pub len: usize,
+    /// Bytes of the body that follows (Content-Length).
+    pub body: usize,
+}
+
+/// Parses the request head at the front of `buf`: `None` while it is
+/// incomplete. A head over 16 KiB or a body over 1 MiB is refused.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(Head {
+            request: to_request(&req)?,
+            len,
+            body: content_length(&req)?,
+        })),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => Err(HttpError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(HttpError::Parse(e.to_string())),
+    }
+}
+
 /// Reads the next request from `stream`; `None` at a clean end. `buf`
 /// keeps bytes that arrived after the request.
-pub(super) async fn read_request(
-    stream: &mut TcpStream,
+pub(super) async fn read_request<S: AsyncReadRent>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
 ) -> Result<Option<Request>, HttpError> {
     loop {
-        if !buf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let request = to_request(&req)?;
-                    let body = content_length(&req)?;
-                    buf.drain(..n);
-                    skip_body(stream, buf, body).await?;
-                    return Ok(Some(request));
-                }
-                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                    return Err(HttpError::TooLarge);
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(e) => return Err(HttpError::Parse(e.to_string())),
-            }
+        if !buf.is_empty()
+            && let Some(head) = parse_head(buf)?
+        {
+            buf.drain(..head.len);
+            skip_body(stream, buf, head.body).await?;
+            return Ok(Some(head.request));
         }
         if read_more(stream, buf).await? == 0 {
             return if buf.is_empty() {
@@ -76,15 +93,15 @@ pub(super) async fn read_request(
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_more<S: AsyncReadRent>(stream: &mut S, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     let (r, chunk) = stream.read(Vec::with_capacity(4096)).await;
     let n = r?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n)
 }
 
-async fn skip_body(
-    stream: &mut TcpStream,
+async fn skip_body<S: AsyncReadRent>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     mut len: usize,
 ) -> Result<(), HttpError> {
@@ -140,18 +157,20 @@ fn to_request(req: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
         Some(v) if v.contains("keep-alive") => false,
         _ => http10,
     };
-    let accept = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("accept"))
-        .map(|h| String::from_utf8_lossy(h.value).into_owned())
-        .unwrap_or_default();
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            .unwrap_or_default()
+    };
     Ok(Request {
         method,
         path: percent_decode(path),
         query,
         close,
-        accept,
+        accept: header("accept"),
+        authorization: header("authorization"),
     })
 }
 
@@ -179,8 +198,8 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Writes a whole JSON response.
-pub(super) async fn write_json(
-    stream: &mut TcpStream,
+pub(super) async fn write_json<S: AsyncWriteRent>(
+    stream: &mut S,
     status: u16,
     body: Vec<u8>,
     close: bool,
@@ -193,31 +212,39 @@ pub(super) async fn write_json(
     );
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(&body);
+    send(stream, bytes).await
+}
+
+/// Writes all of `bytes` and flushes them (through TLS to the socket).
+async fn send<S: AsyncWriteRent>(stream: &mut S, bytes: Vec<u8>) -> std::io::Result<()> {
     let (r, _) = stream.write_all(bytes).await;
-    r.map(|_| ())
+    r?;
+    stream.flush().await
 }
 
 /// Starts a chunked JSON stream (a watch).
-pub(super) async fn write_stream_head(stream: &mut TcpStream) -> std::io::Result<()> {
+pub(super) async fn write_stream_head<S: AsyncWriteRent>(stream: &mut S) -> std::io::Result<()> {
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
                 Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n";
-    let (r, _) = stream.write_all(head.as_bytes().to_vec()).await;
-    r.map(|_| ())
+    send(stream, head.as_bytes().to_vec()).await
 }
 
 /// Writes `data` as one chunk; empty `data` ends the stream.
-pub(super) async fn write_chunk(stream: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+pub(super) async fn write_chunk<S: AsyncWriteRent>(
+    stream: &mut S,
+    data: &[u8],
+) -> std::io::Result<()> {
     let mut bytes = format!("{:x}\r\n", data.len()).into_bytes();
     bytes.extend_from_slice(data);
     bytes.extend_from_slice(b"\r\n");
-    let (r, _) = stream.write_all(bytes).await;
-    r.map(|_| ())
+    send(stream, bytes).await
 }
 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
