@@ -6,7 +6,10 @@
 //! devices/devicemodels, namespaced and across namespaces, `Status` JSON
 //! errors, and watch (`?watch=true`): newline-delimited events, first what
 //! changed after `resourceVersion` (everything when it is absent or 0),
-//! then live changes, in a chunked response until `timeoutSeconds`.
+//! then live changes, in a chunked response until `timeoutSeconds`; with
+//! `sendInitialEvents=true` (a streaming list) the current state, then a
+//! bookmark annotated `k8s.io/initial-events-end`.
+//! Lists are paged with `limit` and `continue` (`list`).
 //! Lists and watches take label and field selectors (`selector`); a
 //! selector's watch sends objects entering and leaving the selection as
 //! `ADDED` and `DELETED` (`watch::Selection`).
@@ -26,6 +29,7 @@ use crate::store::{Change, ChangeType, Store};
 
 mod access;
 mod http;
+mod list;
 mod routes;
 mod selector;
 mod table;
@@ -183,10 +187,18 @@ async fn respond<S: AsyncWriteRent>(
                     return Ok(true);
                 }
                 Ok(selector) => {
-                    let as_table = table::wanted(&req.accept);
-                    match list(shared, resource, namespace.as_deref(), &selector, as_table) {
+                    let page = list::ListRequest {
+                        selector: &selector,
+                        as_table: table::wanted(&req.accept),
+                        limit: req.param("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
+                        from: req.param("continue").filter(|c| !c.is_empty()),
+                    };
+                    match list::list(shared, resource, namespace.as_deref(), &page) {
                         Ok(body) => (200, body),
-                        Err(e) => (500, status_json(500, "InternalError", &e, None)),
+                        Err(e @ list::ListError::Continue(_)) => {
+                            (400, status_json(400, "BadRequest", &e.to_string(), None))
+                        }
+                        Err(e) => (500, status_json(500, "InternalError", &e.to_string(), None)),
                     }
                 }
             }
@@ -222,41 +234,6 @@ async fn respond<S: AsyncWriteRent>(
     Ok(false)
 }
 
-fn list(
-    shared: &Source,
-    r: Resource,
-    namespace: Option<&str>,
-    selector: &Selector,
-    as_table: bool,
-) -> Result<Vec<u8>, String> {
-    // Read the version first: a change committed in between is then seen
-    // again by a watch from this version, never missed.
-    let rv = shared
-        .store
-        .max_resource_version()
-        .map_err(|e| e.to_string())?;
-    let objects = shared
-        .store
-        .list(r.kind, namespace)
-        .map_err(|e| e.to_string())?;
-    let items: Vec<Value> = objects
-        .iter()
-        .map(|o| shared.object(o, r))
-        .filter(|v| selector.matches(v))
-        .collect();
-    if as_table {
-        let table = table::of(r.kind, &items, rv, clock::unix_ms());
-        return Ok(table.to_string().into_bytes());
-    }
-    let doc = json!({
-        "kind": format!("{}List", r.type_name),
-        "apiVersion": r.api_version,
-        "metadata": {"resourceVersion": rv.to_string()},
-        "items": items,
-    });
-    Ok(doc.to_string().into_bytes())
-}
-
 /// What a watch asks for.
 struct Watch {
     resource: Resource,
@@ -281,10 +258,17 @@ async fn watch<S: AsyncWriteRent>(
         .param("timeoutSeconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_WATCH_SECONDS);
+    // A streaming list (client-go's WatchList, kube-rs' streaming_lists):
+    // the current state as ADDED, then a bookmark that marks its end.
+    let initial = req.param("sendInitialEvents") == Some("true");
     // Subscribe before reading the store: both happen without a yield in
     // between, so nothing is missed or reordered.
     let mut live = shared.watches.borrow_mut().subscribe(r.kind, namespace);
-    let backlog = if from == 0 {
+    let listed_rv = shared
+        .store
+        .max_resource_version()
+        .map_err(std::io::Error::other)?;
+    let backlog = if from == 0 || initial {
         shared.store.list(r.kind, namespace).map(|objs| {
             objs.into_iter()
                 .map(|object| Change {
@@ -298,13 +282,17 @@ async fn watch<S: AsyncWriteRent>(
     };
     let backlog = backlog.map_err(std::io::Error::other)?;
     http::write_stream_head(stream).await?;
-    let mut selection = Selection::new(from != 0);
+    let mut selection = Selection::new(from != 0 && !initial);
     let mut sent = from;
     for c in backlog {
         sent = sent.max(c.object.resource_version);
         if let Some(line) = shared.event(&c, &w, &mut selection) {
             http::write_chunk(stream, &line).await?;
         }
+    }
+    if initial {
+        sent = sent.max(listed_rv);
+        http::write_chunk(stream, &initial_events_end(r, sent)).await?;
     }
     let deadline = monoio::time::sleep(Duration::from_secs(seconds));
     futures_lite::pin!(deadline);
@@ -323,6 +311,20 @@ async fn watch<S: AsyncWriteRent>(
         }
     }
     http::write_chunk(stream, b"").await
+}
+
+/// The bookmark that ends a streaming list's initial events, at `rv`.
+fn initial_events_end(r: Resource, rv: u64) -> Vec<u8> {
+    let bookmark = json!({"type": "BOOKMARK", "object": {
+        "kind": r.type_name, "apiVersion": r.api_version,
+        "metadata": {
+            "resourceVersion": rv.to_string(),
+            "annotations": {"k8s.io/initial-events-end": "true"},
+        },
+    }});
+    let mut line = bookmark.to_string().into_bytes();
+    line.push(b'\n');
+    line
 }
 
 impl Source {

@@ -211,6 +211,33 @@ impl Store {
         scan(&rtxn, self.objects, &prefix(kind, namespace))
     }
 
+    /// Visits live objects of `kind` (in `namespace`, or all) in key order
+    /// (namespace, then name), starting after `after` (namespace, name),
+    /// while `visit` returns true: a list read page by page.
+    pub fn visit(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+        mut visit: impl FnMut(StoredObject) -> bool,
+    ) -> Result<(), StoreError> {
+        use std::ops::Bound;
+        let rtxn = self.env.read_txn()?;
+        let p = prefix(kind, namespace);
+        let start = after.map(|(ns, name)| encode_key(&ObjectKey::new(kind, ns, name)));
+        let from = match &start {
+            Some(k) => Bound::Excluded(k.as_slice()),
+            None => Bound::Included(p.as_slice()),
+        };
+        for entry in self.objects.range(&rtxn, &(from, Bound::Unbounded))? {
+            let (k, v) = entry?;
+            if !k.starts_with(&p) || !visit(decode(k, v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Changes to objects of `kind` (in `namespace`, or all) with a
     /// resourceVersion above `after`, oldest first: live objects as
     /// `Modified`, deleted ones as `Deleted`.

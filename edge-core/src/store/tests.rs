@@ -265,3 +265,35 @@ fn an_object_dropped_at_its_version_comes_back_at_that_version() {
     let same = msg("update", "default/configmap/c", 7, 4, "{}");
     assert_eq!(store.commit([&same], 4, None).unwrap().stale, 1);
 }
+
+#[test]
+fn visits_a_kind_page_by_page_in_key_order() {
+    let (_dir, store) = open();
+    let msgs: Vec<Message> = [("b", "x"), ("a", "y"), ("a", "x"), ("c", "z")]
+        .iter()
+        .enumerate()
+        .map(|(i, (ns, name))| {
+            let i = i as u64 + 1;
+            msg("insert", &format!("{ns}/pod/{name}"), i, i, "{}")
+        })
+        .chain([msg("insert", "a/configmap/x", 9, 9, "{}")])
+        .collect();
+    store.commit(&msgs, 9, None).unwrap();
+    let names = |ns: Option<&str>, after: Option<(&str, &str)>, limit: usize| {
+        let mut out = Vec::new();
+        store
+            .visit("pod", ns, after, |o| {
+                out.push(format!("{}/{}", o.key.namespace, o.key.name));
+                out.len() < limit
+            })
+            .unwrap();
+        out
+    };
+    assert_eq!(names(None, None, 9), ["a/x", "a/y", "b/x", "c/z"]);
+    assert_eq!(names(None, None, 2), ["a/x", "a/y"]);
+    assert_eq!(names(None, Some(("a", "y")), 2), ["b/x", "c/z"]);
+    assert_eq!(names(None, Some(("c", "z")), 2), Vec::<String>::new());
+    assert_eq!(names(Some("a"), Some(("a", "x")), 9), ["a/y"]);
+    // A start that is not stored itself still starts after its place.
+    assert_eq!(names(None, Some(("a", "xx")), 9), ["a/y", "b/x", "c/z"]);
+}
