@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use support::containerd::{BUSYBOX, Containerd, PAUSE};
-use support::{Process, eventually, get, join, start_control, start_edge, start_hub, table, token};
+use support::{
+    PATIENCE, Process, eventually, get, join, start_control, start_edge, start_hub, table, token,
+};
 
 const CONFIG: &str = r#"apiVersion: v1
 kind: Node
@@ -334,6 +336,46 @@ fn pods_run_crash_loop_update_delete_and_survive_an_edgecore_kill() {
     eventually("web Running again with one restart", || {
         shows(&data, "web", "1/1", "Running") && restarts(&data, "web") == 1
     });
+    // kubectl logs at the edge reads the runtime's files: the current
+    // attempt, the previous one, and a followed log stays open while its
+    // container runs.
+    let logs_of = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .args(["--server", &format!("http://{meta}"), "logs"])
+            .args(args)
+            .output()
+            .expect("kubectl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        logs_of(&["web"]).starts_with("v2 mode=slow"),
+        "{}",
+        logs_of(&["web"])
+    );
+    assert!(logs_of(&["web", "--previous"]).starts_with("v1 mode=fast"));
+    assert!(logs_of(&["crash", "--tail", "1"]).contains("crashing"));
+    let mut follow = std::process::Command::new("kubectl")
+        .args(["--server", &format!("http://{meta}"), "logs", "-f", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let _ = tx.send(lines.next().and_then(Result::ok));
+        // The end of the stream, when it comes.
+        let _ = tx.send(lines.last().and_then(Result::ok).or(Some(String::new())));
+    });
+    let followed = rx.recv_timeout(PATIENCE).unwrap().unwrap_or_default();
+    assert!(followed.starts_with("v2 mode=slow"), "{followed}");
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_secs(2)).is_err(),
+        "a followed log stays open while its container runs"
+    );
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
     let second = running_tasks(&runtime, "web");
     assert_eq!(second.len(), 1, "{second:?}");
     assert_ne!(first, second);

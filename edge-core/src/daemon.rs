@@ -106,8 +106,9 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
         println!("edgecore metaserver={addr}");
         let (store, watches) = (shared.store.clone(), shared.watches.clone());
         let statuses = shared.statuses.clone();
+        let log_root = config.modules.edged.pod_logs_dir.clone();
         monoio::spawn(metaserver::serve(
-            listener, access, store, watches, statuses,
+            listener, access, log_root, store, watches, statuses,
         ));
     }
     let (tx, rx) = mpsc::unbounded();

@@ -3,7 +3,8 @@
 //!
 //! Discovery (`/version`, `/api`, `/api/v1`, `/apis`, the devices group),
 //! list and get of pods, configmaps, secrets, nodes (cluster-scoped) and
-//! devices/devicemodels, namespaced and across namespaces, `Status` JSON
+//! devices/devicemodels, namespaced and across namespaces, containers'
+//! logs (`pods/{name}/log`, `logs`), `Status` JSON
 //! errors, and watch (`?watch=true`): newline-delimited events, first what
 //! changed after `resourceVersion` (everything when it is absent or 0),
 //! then live changes, in a chunked response until `timeoutSeconds`; with
@@ -30,6 +31,7 @@ use crate::store::{Change, ChangeType, Store};
 mod access;
 mod http;
 mod list;
+mod logs;
 mod routes;
 mod selector;
 mod table;
@@ -53,6 +55,8 @@ const DEFAULT_WATCH_SECONDS: u64 = 1800;
 #[derive(Debug)]
 struct Source {
     access: Access,
+    /// `podLogsDir`: where the runtime writes the containers' logs.
+    log_root: String,
     store: Store,
     watches: Rc<RefCell<Watches>>,
     statuses: Rc<RefCell<PodStatuses>>,
@@ -83,12 +87,14 @@ impl PodStatuses {
 pub async fn serve(
     listener: TcpListener,
     access: Access,
+    log_root: String,
     store: Store,
     watches: Rc<RefCell<Watches>>,
     statuses: Rc<RefCell<PodStatuses>>,
 ) {
     let shared = Rc::new(Source {
         access,
+        log_root,
         store,
         watches,
         statuses,
@@ -225,6 +231,9 @@ async fn respond<S: AsyncWriteRent>(
                 Err(e) => (500, status_json(500, "InternalError", &e.to_string(), None)),
             }
         }
+        Route::Log { namespace, name } => {
+            return logs::serve(stream, req, shared, &namespace, &name).await;
+        }
         Route::NotFound => {
             let msg = "the server could not find the requested resource";
             (404, status_json(404, "NotFound", msg, None))
@@ -281,7 +290,7 @@ async fn watch<S: AsyncWriteRent>(
         shared.store.changes_since(r.kind, namespace, from)
     };
     let backlog = backlog.map_err(std::io::Error::other)?;
-    http::write_stream_head(stream).await?;
+    http::write_stream_head(stream, "application/json").await?;
     let mut selection = Selection::new(from != 0 && !initial);
     let mut sent = from;
     for c in backlog {

@@ -21,12 +21,16 @@
 //! yields changed Pod statuses; [`Edged::poll_timeout`] says when to call
 //! `poll_sync` again.
 //!
+//! [`logs`] renders the containers' CRI log files as `kubectl logs` shows
+//! them, for whatever serves them.
+//!
 //! It must never depend on an async runtime, the CRI or gRPC crates, the
 //! file system or a clock.
 
 mod backoff;
 mod edged;
 mod env;
+pub mod logs;
 mod observed;
 mod plan;
 mod pod;

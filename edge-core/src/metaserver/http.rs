@@ -222,11 +222,16 @@ async fn send<S: AsyncWriteRent>(stream: &mut S, bytes: Vec<u8>) -> std::io::Res
     stream.flush().await
 }
 
-/// Starts a chunked JSON stream (a watch).
-pub(super) async fn write_stream_head<S: AsyncWriteRent>(stream: &mut S) -> std::io::Result<()> {
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n";
-    send(stream, head.as_bytes().to_vec()).await
+/// Starts a chunked stream of `content_type` (a watch, a log).
+pub(super) async fn write_stream_head<S: AsyncWriteRent>(
+    stream: &mut S,
+    content_type: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\
+         Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n"
+    );
+    send(stream, head.into_bytes()).await
 }
 
 /// Writes `data` as one chunk; empty `data` ends the stream.

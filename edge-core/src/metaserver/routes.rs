@@ -31,6 +31,11 @@ pub enum Route {
         namespace: String,
         name: String,
     },
+    /// A container's log (`pods/{name}/log`).
+    Log {
+        namespace: String,
+        name: String,
+    },
     NotFound,
 }
 
@@ -77,6 +82,10 @@ fn resource_route(group_version: &str, rest: &[&str]) -> Route {
             },
             _ => Route::NotFound,
         },
+        ["namespaces", ns, "pods", name, "log"] if group_version == "v1" => Route::Log {
+            namespace: (*ns).to_owned(),
+            name: (*name).to_owned(),
+        },
         ["namespaces", ns, plural, name] => match find(plural) {
             Some(resource) if resource.namespaced => Route::Get {
                 resource,
@@ -99,7 +108,7 @@ fn version() -> Value {
 }
 
 fn resource_list(group_version: &str) -> Value {
-    let resources: Vec<Value> = table(group_version)
+    let mut resources: Vec<Value> = table(group_version)
         .map(|r| {
             json!({
                 "name": r.plural, "singularName": r.kind, "namespaced": r.namespaced,
@@ -107,6 +116,12 @@ fn resource_list(group_version: &str) -> Value {
             })
         })
         .collect();
+    if group_version == "v1" {
+        resources.push(
+            json!({"name": "pods/log", "singularName": "", "namespaced": true,
+                              "kind": "Pod", "verbs": ["get"]}),
+        );
+    }
     json!({"kind": "APIResourceList", "apiVersion": "v1",
            "groupVersion": group_version, "resources": resources})
 }
@@ -155,6 +170,17 @@ mod tests {
             matches!(route("/api/v1/nodes/n1"), Route::Get { ref namespace, .. } if namespace == "default")
         );
         assert!(matches!(route("/api/v1/pods/p"), Route::NotFound));
+        assert_eq!(
+            route("/api/v1/namespaces/ns/pods/web-1/log"),
+            Route::Log {
+                namespace: "ns".to_owned(),
+                name: "web-1".to_owned()
+            }
+        );
+        assert!(matches!(
+            route("/api/v1/namespaces/ns/configmaps/c/log"),
+            Route::NotFound
+        ));
         assert!(matches!(
             route("/api/v1/namespaces/x/nodes"),
             Route::NotFound
