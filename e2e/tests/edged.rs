@@ -219,6 +219,27 @@ fn kubectl_pods(meta: SocketAddr) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// `kubectl exec ARGS` against the edge's MetaServer with `stdin`: its
+/// exit code and its output (stdout, then stderr).
+fn kubectl_exec(meta: SocketAddr, args: &[&str], stdin: &str) -> (Option<i32>, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("kubectl")
+        .args(["--server", &format!("http://{meta}"), "exec"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
 #[test]
 fn pods_run_crash_loop_update_delete_and_survive_an_edgecore_kill() {
     let tmp = tempfile::tempdir().unwrap();
@@ -327,6 +348,20 @@ fn pods_run_crash_loop_update_delete_and_survive_an_edgecore_kill() {
         first,
         "a volume update restarts nothing"
     );
+    // kubectl exec at the edge, through the runtime's streaming server:
+    // output, stdin, and the command's exit code.
+    let (code, out) = kubectl_exec(meta, &["web", "--", "cat", "/etc/web/mode"], "");
+    assert_eq!((code, out.as_str()), (Some(0), "slow"));
+    let (code, out) = kubectl_exec(
+        meta,
+        &["-i", "web", "--", "tr", "a-z", "A-Z"],
+        "hello edge\n",
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "HELLO EDGE\n"));
+    let (code, _) = kubectl_exec(meta, &["web", "--", "sh", "-c", "exit 3"], "");
+    assert_eq!(code, Some(3), "the command's exit code");
+    let (code, out) = kubectl_exec(meta, &["missing", "--", "true"], "");
+    assert!(code != Some(0) && out.contains("not running"), "{out}");
 
     // A spec change replaces the container: a new attempt, its own log.
     std::fs::write(manifests.join("web.yaml"), web("v2")).unwrap();

@@ -91,7 +91,7 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
         hooks: RefCell::new(hooks),
     });
     let ms = &config.modules.meta_manager.meta_server;
-    if ms.enable {
+    let metaserver = if ms.enable {
         let access = metaserver::Access::load(ms)?;
         let listener = monoio::net::TcpListener::bind(ms.server.as_str()).map_err(|source| {
             DaemonError::MetaServer {
@@ -102,15 +102,12 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
         let addr = listener
             .local_addr()
             .map_or_else(|_| ms.server.clone(), |a| a.to_string());
-        tracing::info!(%addr, "MetaServer listening");
+        tracing::info!(%addr, tls = access.tls.is_some(), "MetaServer listening");
         println!("edgecore metaserver={addr}");
-        let (store, watches) = (shared.store.clone(), shared.watches.clone());
-        let statuses = shared.statuses.clone();
-        let log_root = config.modules.edged.pod_logs_dir.clone();
-        monoio::spawn(metaserver::serve(
-            listener, access, log_root, store, watches, statuses,
-        ));
-    }
+        Some((listener, access))
+    } else {
+        None
+    };
     let (tx, rx) = mpsc::unbounded();
     if config.modules.event_bus.enable {
         let node = &config.modules.edged.hostname_override;
@@ -147,6 +144,17 @@ async fn run_async(config: EdgeConfig, hooks: EdgeHooks) -> Result<(), DaemonErr
         tracing::info!("Edged is disabled: pods are stored and served, not run");
         None
     };
+    if let Some((listener, access)) = metaserver {
+        let source = metaserver::Source {
+            access,
+            log_root: edged.pod_logs_dir.clone(),
+            store: shared.store.clone(),
+            watches: shared.watches.clone(),
+            statuses: shared.statuses.clone(),
+            exec: pods.clone(),
+        };
+        monoio::spawn(metaserver::serve(listener, source));
+    }
     let on_start = shared.hooks.borrow_mut().on_start.take();
     if let Some(on_start) = on_start {
         on_start(Upstream::new(tx.clone()));

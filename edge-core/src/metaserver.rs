@@ -4,7 +4,8 @@
 //! Discovery (`/version`, `/api`, `/api/v1`, `/apis`, the devices group),
 //! list and get of pods, configmaps, secrets, nodes (cluster-scoped) and
 //! devices/devicemodels, namespaced and across namespaces, containers'
-//! logs (`pods/{name}/log`, `logs`), `Status` JSON
+//! logs (`pods/{name}/log`, `logs`) and exec (`pods/{name}/exec`, `exec`),
+//! `Status` JSON
 //! errors, and watch (`?watch=true`): newline-delimited events, first what
 //! changed after `resourceVersion` (everything when it is absent or 0),
 //! then live changes, in a chunked response until `timeoutSeconds`; with
@@ -22,13 +23,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::StreamExt as _;
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::{TcpListener, TcpStream};
 use serde_json::{Value, json};
 
 use crate::store::{Change, ChangeType, Store};
 
 mod access;
+mod exec;
 mod http;
 mod list;
 mod logs;
@@ -50,16 +52,19 @@ const IDLE: Duration = Duration::from_secs(60);
 /// Default watch length when the client names none.
 const DEFAULT_WATCH_SECONDS: u64 = 1800;
 
-/// What the MetaServer's tasks read: the store, and the open watches that
-/// the daemon hands every committed change to.
+/// What the MetaServer's tasks read: the store, the open watches that the
+/// daemon hands every committed change to, Edged's pod statuses, and
+/// what serving logs and exec needs.
 #[derive(Debug)]
-struct Source {
-    access: Access,
+pub struct Source {
+    pub access: Access,
     /// `podLogsDir`: where the runtime writes the containers' logs.
-    log_root: String,
-    store: Store,
-    watches: Rc<RefCell<Watches>>,
-    statuses: Rc<RefCell<PodStatuses>>,
+    pub log_root: String,
+    pub store: Store,
+    pub watches: Rc<RefCell<Watches>>,
+    pub statuses: Rc<RefCell<PodStatuses>>,
+    /// Edged, which asks the runtime to exec (None: Edged is disabled).
+    pub exec: Option<crate::workloads::Workloads>,
 }
 
 /// The pod statuses Edged reported, served with the pods as the API
@@ -84,21 +89,8 @@ impl PodStatuses {
 }
 
 /// Accepts connections until the process ends; one task per connection.
-pub async fn serve(
-    listener: TcpListener,
-    access: Access,
-    log_root: String,
-    store: Store,
-    watches: Rc<RefCell<Watches>>,
-    statuses: Rc<RefCell<PodStatuses>>,
-) {
-    let shared = Rc::new(Source {
-        access,
-        log_root,
-        store,
-        watches,
-        statuses,
-    });
+pub async fn serve(listener: TcpListener, source: Source) {
+    let shared = Rc::new(source);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -124,7 +116,10 @@ async fn connection(stream: TcpStream, shared: Rc<Source>) {
 }
 
 /// Serves the requests of one connection, plain or TLS.
-async fn requests<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, shared: Rc<Source>) {
+async fn requests<S>(mut stream: S, shared: Rc<Source>)
+where
+    S: AsyncReadRent + AsyncWriteRent + Split + 'static,
+{
     let mut buf = Vec::new();
     loop {
         // An idle or trickling client is dropped after a minute.
@@ -142,6 +137,13 @@ async fn requests<S: AsyncReadRent + AsyncWriteRent>(mut stream: S, shared: Rc<S
                 return;
             }
         };
+        // An exec takes the connection over (an unauthorised one is
+        // answered 401 below).
+        if let Route::Exec { namespace, name } = route(&req.path)
+            && shared.access.allows(&req.authorization)
+        {
+            return exec::serve(stream, &req, &shared, &namespace, &name).await;
+        }
         let close = req.close;
         let done = match respond(&mut stream, &req, &shared).await {
             Ok(watched) => watched || close,
@@ -233,6 +235,10 @@ async fn respond<S: AsyncWriteRent>(
         }
         Route::Log { namespace, name } => {
             return logs::serve(stream, req, shared, &namespace, &name).await;
+        }
+        Route::Exec { .. } => {
+            let msg = "exec needs a connection upgrade (WebSocket or SPDY)";
+            (400, status_json(400, "BadRequest", msg, None))
         }
         Route::NotFound => {
             let msg = "the server could not find the requested resource";

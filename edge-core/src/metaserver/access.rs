@@ -24,7 +24,7 @@ pub enum AccessError {
 /// The MetaServer's TLS and token, as configured.
 #[derive(Clone, Default)]
 pub struct Access {
-    pub(super) tls: Option<TlsAcceptor>,
+    pub(crate) tls: Option<TlsAcceptor>,
     token: Option<Vec<u8>>,
 }
 

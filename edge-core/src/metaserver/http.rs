@@ -20,9 +20,19 @@ pub struct Request {
     pub accept: String,
     /// The `Authorization` header.
     pub authorization: String,
+    /// Every header, in order (an exec forwards them to the runtime).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Request {
+    /// Every value of a repeated query parameter (`command`).
+    pub fn params<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.query
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
@@ -171,6 +181,16 @@ fn to_request(req: &httparse::Request<'_, '_>) -> Result<Request, HttpError> {
         close,
         accept: header("accept"),
         authorization: header("authorization"),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
     })
 }
 
@@ -251,6 +271,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        503 => "Service Unavailable",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         _ => "Internal Server Error",

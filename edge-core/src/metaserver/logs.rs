@@ -76,10 +76,17 @@ fn containers(v: &Value) -> impl Iterator<Item = &Value> {
     v.as_array().into_iter().flatten()
 }
 
-type Refusal = (u16, &'static str, String);
+/// A refused request: status code, reason, message.
+pub(super) type Refusal = (u16, &'static str, String);
 
-/// Finds the file the request names.
-fn locate(req: &Request, shared: &Source, namespace: &str, name: &str) -> Result<LogFile, Refusal> {
+/// The stored pod `namespace/name` and the container the request names
+/// (`container`, or the pod's only one), as the API server resolves it.
+pub(super) fn container_of(
+    req: &Request,
+    shared: &Source,
+    namespace: &str,
+    name: &str,
+) -> Result<(schema::records::StoredObject, String), Refusal> {
     let key = schema::records::ObjectKey::new(schema::kinds::POD, namespace, name);
     let not_found = || (404, "NotFound", format!("pods \"{name}\" not found"));
     let stored = shared
@@ -108,6 +115,13 @@ fn locate(req: &Request, shared: &Source, namespace: &str, name: &str) -> Result
             }
         },
     };
+    Ok((stored, container))
+}
+
+/// Finds the file the request names.
+fn locate(req: &Request, shared: &Source, namespace: &str, name: &str) -> Result<LogFile, Refusal> {
+    let (stored, container) = container_of(req, shared, namespace, name)?;
+    let bad = |m: String| (400, "BadRequest", m);
     let dir = Path::new(&shared.log_root)
         .join(format!("{namespace}_{name}_{}", stored.uid))
         .join(&container);

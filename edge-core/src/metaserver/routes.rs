@@ -36,6 +36,11 @@ pub enum Route {
         namespace: String,
         name: String,
     },
+    /// A command run in a container (`pods/{name}/exec`).
+    Exec {
+        namespace: String,
+        name: String,
+    },
     NotFound,
 }
 
@@ -83,6 +88,10 @@ fn resource_route(group_version: &str, rest: &[&str]) -> Route {
             _ => Route::NotFound,
         },
         ["namespaces", ns, "pods", name, "log"] if group_version == "v1" => Route::Log {
+            namespace: (*ns).to_owned(),
+            name: (*name).to_owned(),
+        },
+        ["namespaces", ns, "pods", name, "exec"] if group_version == "v1" => Route::Exec {
             namespace: (*ns).to_owned(),
             name: (*name).to_owned(),
         },

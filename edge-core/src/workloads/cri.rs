@@ -30,6 +30,19 @@ fn call(call: &'static str) -> impl FnOnce(tonic::Status) -> CriError {
     }
 }
 
+/// A command to run in a pod's container, streamed (`kubectl exec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub command: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
 /// The runtime and image services, over one or two unix sockets.
 #[derive(Debug, Clone)]
 pub struct Cri {
@@ -118,6 +131,45 @@ impl Cri {
             .map_err(call("ExecSync"))?
             .into_inner()
             .exit_code)
+    }
+
+    /// The runtime's streaming URL for `req` in the running container it
+    /// names (CRI `Exec`); `Ok(None)` when no such container runs.
+    pub async fn exec_url(&mut self, req: &ExecRequest) -> Result<Option<String>, CriError> {
+        let selector = HashMap::from([
+            (labels::POD_NAMESPACE.to_owned(), req.namespace.clone()),
+            (labels::POD_NAME.to_owned(), req.pod.clone()),
+            (labels::CONTAINER_NAME.to_owned(), req.container.clone()),
+        ]);
+        let filter = cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32,
+            }),
+            label_selector: selector,
+            ..Default::default()
+        };
+        let running = self
+            .runtime
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .map_err(call("ListContainers"))?
+            .into_inner()
+            .containers;
+        let Some(container) = running.into_iter().next() else {
+            return Ok(None);
+        };
+        let r = cri::ExecRequest {
+            container_id: container.id,
+            cmd: req.command.clone(),
+            tty: req.tty,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr && !req.tty,
+        };
+        let url = self.runtime.exec(r).await.map_err(call("Exec"))?;
+        Ok(Some(url.into_inner().url))
     }
 
     /// Whether the image is present.

@@ -27,7 +27,7 @@ use schema::{Header, Message, Route};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-pub use cri::{Cri, CriError};
+pub use cri::{Cri, CriError, ExecRequest};
 
 use crate::config;
 use crate::hooks::Upstream;
@@ -48,11 +48,16 @@ pub enum Runtime {
     Absent(String),
 }
 
+/// The runtime's answer to an exec: its streaming URL, `None` when the
+/// container does not run, or why the runtime could not be asked.
+pub type ExecAnswer = Result<Option<String>, String>;
+
 #[derive(Debug)]
 enum Event {
     Pod(Vec<u8>),
     PodDeleted(PodKey),
     Namespace(String),
+    Exec(ExecRequest, tokio::sync::oneshot::Sender<ExecAnswer>),
 }
 
 /// The handle the daemon keeps: feeds committed changes to Edged's thread
@@ -124,6 +129,17 @@ impl Workloads {
             };
             let _ = self.events.send(event);
         }
+    }
+
+    /// Asks the runtime to prepare `req` (CRI `Exec`); awaitable on any
+    /// executor.
+    pub async fn exec(&self, req: ExecRequest) -> ExecAnswer {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.events.send(Event::Exec(req, tx)).is_err() {
+            return Err("Edged has stopped".to_owned());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("Edged dropped the request".to_owned()))
     }
 
     pub fn runtime(&self) -> Runtime {
@@ -263,6 +279,16 @@ impl Runner {
             },
             Event::PodDeleted(key) => self.core.handle_pod_deleted(&key, now),
             Event::Namespace(ns) => self.core.handle_namespace_changed(&ns, now),
+            Event::Exec(req, reply) => {
+                let Some(mut cri) = self.cri.clone() else {
+                    let _ = reply.send(Err("the container runtime is not reachable".to_owned()));
+                    return;
+                };
+                tokio::spawn(async move {
+                    let answer = cri.exec_url(&req).await.map_err(|e| e.to_string());
+                    let _ = reply.send(answer);
+                });
+            }
         }
     }
 
