@@ -117,6 +117,7 @@ impl EngineWorkload {
         let mut bytes = 0;
         while let Some((_, t)) = self.hub.poll_transmit(now) {
             bytes += t.bytes.len();
+            self.hub.recycle_transmit(t.bytes);
         }
         std::hint::black_box(bytes);
         for (n, count) in sent.iter().enumerate() {
@@ -134,6 +135,7 @@ impl EngineWorkload {
         while let Some(event) = self.hub.poll_event() {
             if let HubEvent::Delivered { objects, .. } = event {
                 delivered += objects.len() as u64;
+                self.hub.recycle_delivered(objects);
             }
         }
         delivered

@@ -12,10 +12,14 @@
 //! 4. [`Hub::handle_timeout`] when the instant from [`Hub::poll_timeout`]
 //!    has come;
 //! 5. then drain [`Hub::poll_transmit`] (write the bytes; close the
-//!    connection when told) and [`Hub::poll_event`].
+//!    connection when told) and [`Hub::poll_event`]; hand the buffers back
+//!    with [`Hub::recycle_transmit`] and [`Hub::recycle_delivered`] once
+//!    done with them, so that a hub in steady state allocates nothing per
+//!    message.
 //!
 //! The rules it follows are in [`crate::protocol`].
 
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, VecDeque};
@@ -30,7 +34,8 @@ use schema::records::ObjectKey;
 use schema::{FrameDecoder, FrameEncoder, FrameView, Message, MessageRef};
 
 use crate::PROTOCOL_VERSION;
-use crate::node::{Delivered, NodeState, Resume};
+use crate::body::{AsMessage, Bodies};
+use crate::node::{Delivered, NodeState, Resume, SendLimits};
 use crate::protocol::{CAPABILITIES, Millis, Transmit};
 use crate::queue::PushOutcome;
 
@@ -188,7 +193,18 @@ pub struct Hub {
     timers: BinaryHeap<Reverse<(Millis, ConnId)>>,
     events: VecDeque<HubEvent>,
     encoder: FrameEncoder,
+    /// The bodies of every message the shard holds.
+    bodies: Bodies,
+    /// Output buffers handed back by the glue, for the next sends.
+    spare_out: Vec<Vec<u8>>,
+    /// Delivery lists handed back by the glue.
+    spare_delivered: Vec<Vec<Delivered>>,
+    /// When the slab next gives back what its recent peak did not need.
+    next_trim: Millis,
 }
+
+/// Buffers of each kind kept for reuse at most.
+const SPARE_BUFFERS: usize = 64;
 
 impl Hub {
     pub fn new(config: HubConfig) -> Self {
@@ -201,6 +217,10 @@ impl Hub {
             dirty: VecDeque::new(),
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
+            bodies: Bodies::default(),
+            spare_out: Vec::new(),
+            spare_delivered: Vec::new(),
+            next_trim: 0,
         }
     }
 
@@ -297,23 +317,25 @@ impl Hub {
         }
     }
 
-    /// Queues `message` for `node`, coalesced by `key`.
+    /// Queues `message` for `node`, coalesced by `key`. The hub keeps a
+    /// copy of what it queues: the caller may pass borrowed values.
     pub fn handle_downstream(
         &mut self,
         node: &str,
-        key: ObjectKey,
-        message: Message,
+        key: impl Borrow<ObjectKey>,
+        message: impl AsMessage,
     ) -> Result<PushOutcome, DownstreamError> {
-        let bytes = message.as_ref().payload_len() + MESSAGE_OVERHEAD;
+        let message = message.as_message();
+        let bytes = message.payload_len() + MESSAGE_OVERHEAD;
         if bytes > self.config.max_frame_bytes as usize {
             return Err(DownstreamError::TooLarge {
                 bytes,
                 max: self.config.max_frame_bytes,
             });
         }
-        let state = self.node_mut(node);
+        let state = Self::node_mut(&mut self.nodes, self.config.queue_budget_bytes, node);
         let was_resync = state.needs_resync();
-        let outcome = state.push(key, message);
+        let outcome = state.push(&mut self.bodies, key.borrow(), &message);
         let (conn, id) = (state.conn, state.id.clone());
         if matches!(outcome, PushOutcome::Overflow { .. }) && !was_resync {
             self.events.push_back(HubEvent::ResyncNeeded { node: id });
@@ -326,14 +348,14 @@ impl Hub {
 
     /// Sends `message` to `node` now if it is connected, at most once.
     /// Returns false if it was dropped.
-    pub fn handle_best_effort(&mut self, node: &str, message: Message) -> bool {
+    pub fn handle_best_effort(&mut self, node: &str, message: impl AsMessage) -> bool {
         let Some(state) = self.nodes.get_mut(node) else {
             return false;
         };
         let Some(conn) = state.conn else {
             return false;
         };
-        let queued = state.push_best_effort(message);
+        let queued = state.push_best_effort(&mut self.bodies, &message.as_message());
         self.mark_dirty(conn);
         queued
     }
@@ -390,6 +412,10 @@ impl Hub {
 
     /// Timers: handshake and read deadlines, keepalives, retransmission.
     pub fn handle_timeout(&mut self, now: Millis) {
+        if now >= self.next_trim {
+            self.bodies.trim();
+            self.next_trim = now + self.config.keepalive_interval_ms;
+        }
         let mut due = Vec::new();
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
@@ -426,6 +452,11 @@ impl Hub {
                 continue;
             };
             c.dirty = false;
+            if c.out.capacity() == 0
+                && let Some(spare) = self.spare_out.pop()
+            {
+                c.out = spare;
+            }
             if let ConnState::Open { node } = &c.state
                 && let Some(state) = self.nodes.get_mut(node)
             {
@@ -433,14 +464,12 @@ impl Hub {
                     state.upstream_acked = state.upstream_committed;
                     let _ = self.encoder.ack(state.upstream_acked, &mut c.out);
                 }
-                state.fill(
-                    &mut self.encoder,
-                    self.config.window as usize,
-                    self.config.max_batch_bytes as usize,
-                    self.config.retransmit_timeout_ms,
-                    now,
-                    &mut c.out,
-                );
+                let limits = SendLimits {
+                    window: self.config.window as usize,
+                    max_batch: self.config.max_batch_bytes as usize,
+                    rto: self.config.retransmit_timeout_ms,
+                };
+                (state).fill(&mut self.bodies, &mut self.encoder, limits, now, &mut c.out);
                 if c.out.is_empty() && now >= c.last_tx + self.config.keepalive_interval_ms {
                     let _ = self.encoder.keepalive(now, &mut c.out);
                     // An idle link gives its buffers back.
@@ -459,6 +488,8 @@ impl Hub {
                 continue;
             };
             if c.out.is_empty() && !c.close_after {
+                let idle = std::mem::take(&mut c.out);
+                self.recycle_transmit(idle);
                 continue;
             }
             c.last_tx = now;
@@ -478,14 +509,40 @@ impl Hub {
         self.events.pop_front()
     }
 
-    fn node_mut(&mut self, node: &str) -> &mut NodeState {
-        let budget = self.config.queue_budget_bytes;
+    /// Takes back the bytes of a [`Transmit`] once written, for a later
+    /// send to reuse.
+    pub fn recycle_transmit(&mut self, mut bytes: Vec<u8>) {
+        let max = 4 * self.config.max_batch_bytes as usize;
+        if bytes.capacity() > 0 && bytes.capacity() <= max && self.spare_out.len() < SPARE_BUFFERS {
+            bytes.clear();
+            self.spare_out.push(bytes);
+        }
+    }
+
+    /// Takes back the list of a [`HubEvent::Delivered`] once read, for a
+    /// later report to reuse.
+    pub fn recycle_delivered(&mut self, mut objects: Vec<Delivered>) {
+        let max = 2 * self.config.window as usize;
+        if objects.capacity() > 0
+            && objects.capacity() <= max
+            && self.spare_delivered.len() < SPARE_BUFFERS
+        {
+            objects.clear();
+            self.spare_delivered.push(objects);
+        }
+    }
+
+    fn node_mut<'a>(
+        nodes: &'a mut HashMap<Arc<str>, NodeState>,
+        budget: usize,
+        node: &str,
+    ) -> &'a mut NodeState {
         // Known nodes (the common case) cost no allocation.
-        let id = match self.nodes.get_key_value(node) {
+        let id = match nodes.get_key_value(node) {
             Some((id, _)) => id.clone(),
             None => Arc::from(node),
         };
-        match self.nodes.entry(id) {
+        match nodes.entry(id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let id = e.key().clone();
@@ -637,8 +694,8 @@ impl Hub {
                 let Some(state) = self.nodes.get_mut(&node) else {
                     return true;
                 };
-                let mut delivered = Vec::new();
-                if !state.ack(seq, &mut delivered) {
+                let mut delivered = self.spare_delivered.pop().unwrap_or_default();
+                if !state.ack(&mut self.bodies, seq, &mut delivered) {
                     let text = format!("ack {seq} for a message never sent");
                     return self.close(conn, CloseReason::ProtocolError, &text, 0);
                 }
@@ -680,9 +737,10 @@ impl Hub {
                 0,
             );
         }
-        let state = self.node_mut(node_id);
-        let mut delivered = Vec::new();
-        let intact = state.resume(resume, &mut delivered);
+        let budget = self.config.queue_budget_bytes;
+        let state = Self::node_mut(&mut self.nodes, budget, node_id);
+        let mut delivered = self.spare_delivered.pop().unwrap_or_default();
+        let intact = state.resume(&mut self.bodies, resume, &mut delivered);
         state.conn = Some(conn);
         let node = state.id.clone();
         let welcome_resume = state.upstream_committed;
@@ -718,7 +776,9 @@ impl Hub {
     }
 
     fn report_delivered(&mut self, node: &Arc<str>, objects: Vec<Delivered>) {
-        if !objects.is_empty() {
+        if objects.is_empty() {
+            self.recycle_delivered(objects);
+        } else {
             let store_id = self.nodes.get(node).map_or(0, |s| s.store_id);
             self.events.push_back(HubEvent::Delivered {
                 node: node.clone(),

@@ -11,6 +11,7 @@
 //! `unsafe` is in [`ring`], which works on shared memory the glue maps.
 
 pub mod backoff;
+pub mod body;
 pub mod hub;
 pub mod link;
 pub mod node;
@@ -20,6 +21,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod ring;
 
+pub use body::AsMessage;
 pub use hub::{ConnId, Hub, HubConfig, HubEvent};
 pub use placement::shard_of;
 

@@ -224,7 +224,7 @@ fn window_limits_flight_and_acks_release_and_report() {
         panic!("{delivered:?}")
     };
     assert_eq!(objects.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(objects[0].key, key("k0"));
+    assert_eq!(*objects[0].key, key("k0"));
     let sent = drain(&mut hub, &mut [&mut edge], 2);
     let Got::Batch(second) = &sent[0].1[0] else {
         panic!()
