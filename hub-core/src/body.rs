@@ -57,6 +57,8 @@ pub(crate) struct Body {
     seq: u64,
     sync: bool,
     best_effort: bool,
+    /// The slot holds a body (it is not on the free list).
+    used: bool,
 }
 
 impl Body {
@@ -162,7 +164,9 @@ impl Bodies {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.slots[id as usize].fill(m);
+        let slot = &mut self.slots[id as usize];
+        slot.fill(m);
+        slot.used = true;
         self.peak = self.peak.max(self.live());
         BodyId(id)
     }
@@ -177,8 +181,16 @@ impl Bodies {
 
     /// Frees a slot; its buffers stay for the next body.
     pub(crate) fn remove(&mut self, id: BodyId) {
-        self.slots[id.0 as usize].release_large();
+        let slot = &mut self.slots[id.0 as usize];
+        slot.release_large();
+        slot.used = false;
         self.free.push(id.0);
+    }
+
+    /// Slots, used or free.
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// Bodies held.
@@ -187,12 +199,25 @@ impl Bodies {
     }
 
     /// Gives back the buffers of free slots beyond what the peak since the
-    /// last trim needed, the least recently used first.
+    /// last trim needed, the least recently used first, and the free slots
+    /// at the end of the slab. The glue calls it now and then (the hub on
+    /// its timers, once per keepalive interval).
     pub(crate) fn trim(&mut self) {
         let keep = self.peak.saturating_sub(self.live());
         let excess = self.free.len().saturating_sub(keep);
-        for &id in &self.free[..excess] {
-            self.slots[id as usize].release();
+        if excess > 0 {
+            for &id in &self.free[..excess] {
+                self.slots[id as usize].release();
+            }
+            while self.slots.last().is_some_and(|b| !b.used) {
+                self.slots.pop();
+            }
+            let len = self.slots.len();
+            self.free.retain(|&id| (id as usize) < len);
+            if self.slots.is_empty() {
+                self.slots = Vec::new();
+                self.free = Vec::new();
+            }
         }
         self.peak = self.live();
     }
@@ -238,5 +263,27 @@ mod tests {
         bodies.trim();
         let kept = bodies.slots.iter().filter(|b| b.text.capacity() > 0);
         assert_eq!(kept.count(), 1, "only the live body keeps its buffers");
+        assert_eq!(bodies.live(), 1);
+        bodies.remove(again);
+        bodies.trim();
+        assert_eq!((bodies.slots.capacity(), bodies.free.capacity()), (0, 0));
+    }
+
+    #[test]
+    fn free_slots_at_the_end_are_dropped_and_the_rest_reused() {
+        let mut bodies = Bodies::default();
+        let ids: Vec<_> = (0..6)
+            .map(|i| bodies.insert(&message(&i.to_string(), b"x").as_ref()))
+            .collect();
+        for &id in &ids[1..] {
+            bodies.remove(id);
+        }
+        bodies.trim();
+        bodies.trim();
+        assert_eq!(bodies.slots.len(), 1, "slots past the last live one go");
+        assert_eq!(bodies.get(ids[0]).as_ref().header.id, "0");
+        let next = bodies.insert(&message("n", b"z").as_ref());
+        assert_eq!(bodies.get(next).as_ref().header.id, "n");
+        assert_eq!(bodies.live(), 2);
     }
 }
