@@ -36,6 +36,7 @@ use schema::{FrameDecoder, FrameEncoder, FrameView, Message, MessageRef};
 use crate::PROTOCOL_VERSION;
 use crate::body::{AsMessage, Bodies};
 use crate::node::{Delivered, NodeState, Resume, SendLimits};
+use crate::pool::Pool;
 use crate::protocol::{CAPABILITIES, Millis, Transmit};
 use crate::queue::PushOutcome;
 
@@ -196,18 +197,22 @@ pub struct Hub {
     /// The bodies of every message the shard holds.
     bodies: Bodies,
     /// Output buffers handed back by the glue, for the next sends.
-    spare_out: Vec<Vec<u8>>,
+    spare_out: Pool<u8>,
     /// Delivery lists handed back by the glue.
-    spare_delivered: Vec<Vec<Delivered>>,
+    spare_delivered: Pool<Delivered>,
     /// When the slab next gives back what its recent peak did not need.
     next_trim: Millis,
 }
 
-/// Buffers of each kind kept for reuse at most.
-const SPARE_BUFFERS: usize = 64;
+/// Bytes of output buffers kept for reuse at most.
+const SPARE_OUT_BYTES: usize = 4 << 20;
+/// Bytes of delivery lists kept for reuse at most.
+const SPARE_DELIVERED_BYTES: usize = 1 << 20;
 
 impl Hub {
     pub fn new(config: HubConfig) -> Self {
+        let largest_out = 2 * config.max_batch_bytes as usize;
+        let largest_delivered = 2 * config.window as usize;
         Self {
             encoder: FrameEncoder::new(config.max_frame_bytes),
             config,
@@ -218,8 +223,8 @@ impl Hub {
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
             bodies: Bodies::default(),
-            spare_out: Vec::new(),
-            spare_delivered: Vec::new(),
+            spare_out: Pool::new(SPARE_OUT_BYTES, largest_out),
+            spare_delivered: Pool::new(SPARE_DELIVERED_BYTES, largest_delivered),
             next_trim: 0,
         }
     }
@@ -452,10 +457,8 @@ impl Hub {
                 continue;
             };
             c.dirty = false;
-            if c.out.capacity() == 0
-                && let Some(spare) = self.spare_out.pop()
-            {
-                c.out = spare;
+            if c.out.capacity() == 0 {
+                c.out = self.spare_out.take();
             }
             if let ConnState::Open { node } = &c.state
                 && let Some(state) = self.nodes.get_mut(node)
@@ -469,7 +472,7 @@ impl Hub {
                     max_batch: self.config.max_batch_bytes as usize,
                     rto: self.config.retransmit_timeout_ms,
                 };
-                (state).fill(&mut self.bodies, &mut self.encoder, limits, now, &mut c.out);
+                state.fill(&mut self.bodies, &mut self.encoder, limits, now, &mut c.out);
                 if c.out.is_empty() && now >= c.last_tx + self.config.keepalive_interval_ms {
                     let _ = self.encoder.keepalive(now, &mut c.out);
                     // An idle link gives its buffers back.
@@ -511,25 +514,14 @@ impl Hub {
 
     /// Takes back the bytes of a [`Transmit`] once written, for a later
     /// send to reuse.
-    pub fn recycle_transmit(&mut self, mut bytes: Vec<u8>) {
-        let max = 4 * self.config.max_batch_bytes as usize;
-        if bytes.capacity() > 0 && bytes.capacity() <= max && self.spare_out.len() < SPARE_BUFFERS {
-            bytes.clear();
-            self.spare_out.push(bytes);
-        }
+    pub fn recycle_transmit(&mut self, bytes: Vec<u8>) {
+        self.spare_out.give(bytes);
     }
 
     /// Takes back the list of a [`HubEvent::Delivered`] once read, for a
     /// later report to reuse.
-    pub fn recycle_delivered(&mut self, mut objects: Vec<Delivered>) {
-        let max = 2 * self.config.window as usize;
-        if objects.capacity() > 0
-            && objects.capacity() <= max
-            && self.spare_delivered.len() < SPARE_BUFFERS
-        {
-            objects.clear();
-            self.spare_delivered.push(objects);
-        }
+    pub fn recycle_delivered(&mut self, objects: Vec<Delivered>) {
+        self.spare_delivered.give(objects);
     }
 
     fn node_mut<'a>(
@@ -694,7 +686,7 @@ impl Hub {
                 let Some(state) = self.nodes.get_mut(&node) else {
                     return true;
                 };
-                let mut delivered = self.spare_delivered.pop().unwrap_or_default();
+                let mut delivered = self.spare_delivered.take();
                 if !state.ack(&mut self.bodies, seq, &mut delivered) {
                     let text = format!("ack {seq} for a message never sent");
                     return self.close(conn, CloseReason::ProtocolError, &text, 0);
@@ -739,7 +731,7 @@ impl Hub {
         }
         let budget = self.config.queue_budget_bytes;
         let state = Self::node_mut(&mut self.nodes, budget, node_id);
-        let mut delivered = self.spare_delivered.pop().unwrap_or_default();
+        let mut delivered = self.spare_delivered.take();
         let intact = state.resume(&mut self.bodies, resume, &mut delivered);
         state.conn = Some(conn);
         let node = state.id.clone();

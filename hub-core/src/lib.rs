@@ -16,6 +16,7 @@ pub mod hub;
 pub mod link;
 pub mod node;
 pub mod placement;
+mod pool;
 pub mod protocol;
 pub mod queue;
 pub mod ratelimit;

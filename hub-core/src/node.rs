@@ -122,7 +122,8 @@ impl NodeState {
         message: &MessageRef<'_>,
     ) -> PushOutcome {
         let meta = Meta::of(message);
-        (self.queue).push_with(key, meta, |b: &mut Bodies| b.insert(message), bodies)
+        self.queue
+            .push_with(key, meta, |b: &mut Bodies| b.insert(message), bodies)
     }
 
     pub(crate) fn push_best_effort(
