@@ -5,7 +5,8 @@
 //! back once done ([`crate::Hub::recycle_transmit`],
 //! [`crate::Hub::recycle_delivered`]), and the next output reuses it instead
 //! of allocating. A turn may need many at once (every node acknowledging in
-//! one read), so the pool is bounded by the bytes it holds, not by a count.
+//! one read), so the pool is bounded by the bytes it holds, not by a count,
+//! and [`Pool::trim`] gives back what was not needed since the last trim.
 
 /// Cleared vectors with their capacity, for reuse.
 #[derive(Debug)]
@@ -18,6 +19,9 @@ pub(crate) struct Pool<T> {
     /// Largest capacity, in elements, kept: one large output does not pin
     /// its memory.
     largest: usize,
+    /// Fewest vectors `spare` held since the last trim: that many were not
+    /// needed.
+    low: usize,
 }
 
 impl<T> Pool<T> {
@@ -27,6 +31,7 @@ impl<T> Pool<T> {
             bytes: 0,
             limit,
             largest,
+            low: 0,
         }
     }
 
@@ -34,6 +39,7 @@ impl<T> Pool<T> {
     pub(crate) fn take(&mut self) -> Vec<T> {
         let v = self.spare.pop().unwrap_or_default();
         self.bytes -= Self::size(&v);
+        self.low = self.low.min(self.spare.len());
         v
     }
 
@@ -45,6 +51,19 @@ impl<T> Pool<T> {
             self.bytes += size;
             self.spare.push(v);
         }
+    }
+
+    /// Gives back the vectors no take needed since the last trim, the
+    /// least recently given first.
+    pub(crate) fn trim(&mut self) {
+        let unused = self.low.min(self.spare.len());
+        for v in self.spare.drain(..unused) {
+            self.bytes -= v.capacity() * size_of::<T>();
+        }
+        if self.spare.is_empty() {
+            self.spare = Vec::new();
+        }
+        self.low = self.spare.len();
     }
 
     fn size(v: &Vec<T>) -> usize {
@@ -73,5 +92,21 @@ mod tests {
         assert!(pool.take().is_empty(), "given back cleared");
         pool.take();
         assert_eq!((pool.bytes, pool.take().capacity()), (0, 0));
+    }
+
+    #[test]
+    fn trim_gives_back_what_no_take_needed_since_the_last_one() {
+        let mut pool = Pool::<u8>::new(1 << 20, 1 << 10);
+        for _ in 0..3 {
+            pool.give(Vec::with_capacity(8));
+        }
+        pool.trim();
+        assert_eq!(pool.spare.len(), 3, "the first trim only starts the count");
+        let v = pool.take();
+        pool.give(v);
+        pool.trim();
+        assert_eq!((pool.spare.len(), pool.bytes), (1, 8), "one was needed");
+        pool.trim();
+        assert_eq!((pool.spare.capacity(), pool.bytes), (0, 0));
     }
 }

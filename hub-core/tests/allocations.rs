@@ -113,7 +113,12 @@ struct Fleet {
 
 impl Fleet {
     fn new() -> Self {
-        let mut hub = Hub::new(HubConfig::default());
+        // Timers come due every few rounds (a round is a millisecond), and
+        // so does the slab's trim.
+        let mut hub = Hub::new(HubConfig {
+            keepalive_interval_ms: 10,
+            ..HubConfig::default()
+        });
         let mut encoder = FrameEncoder::default();
         let names: Vec<String> = (0..NODES).map(node_name).collect();
         for (n, name) in names.iter().enumerate() {
