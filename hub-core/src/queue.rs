@@ -148,6 +148,8 @@ struct Pending<B> {
 /// acknowledged version, or both.
 #[derive(Debug)]
 struct Entry<B> {
+    /// The map's key, for the FIFO to share.
+    key: Arc<ObjectKey>,
     /// The acknowledged version with its delete bit ([`known`]); 0 when
     /// none is recorded (version 0 is never recorded).
     known: u64,
@@ -258,54 +260,33 @@ impl<B> NodeQueue<B> {
         if self.needs_resync {
             return PushOutcome::Overflow { released: 0 };
         }
+        // One lookup: the entry holds its own key for the FIFO.
+        let Some(e) = self.entries.get_mut(key) else {
+            return self.push_new(key, meta, make, store);
+        };
         let (rv, delete) = (meta.resource_version, meta.delete);
-        let found = self.entries.get_key_value(key);
-        let mut freed = 0;
-        if let Some((_, e)) = found {
-            if e.known != 0 && is_stale(rv, delete, e.known) {
+        if e.known != 0 && is_stale(rv, delete, e.known) {
+            return PushOutcome::Stale {
+                known: e.known & !DELETED,
+            };
+        }
+        let freed = match &e.pending {
+            Some(p) if is_stale(rv, delete, known(p.meta.resource_version, p.meta.delete)) => {
                 return PushOutcome::Stale {
-                    known: e.known & !DELETED,
+                    known: p.meta.resource_version,
                 };
             }
-            if let Some(p) = &e.pending {
-                let m = p.meta;
-                if is_stale(rv, delete, known(m.resource_version, m.delete)) {
-                    return PushOutcome::Stale {
-                        known: m.resource_version,
-                    };
-                }
-                freed = m.cost;
-            }
-        }
-        let shared = found.map(|(k, _)| Arc::clone(k));
+            Some(p) => p.meta.cost,
+            None => 0,
+        };
         let bytes = self.bytes.saturating_sub(freed).saturating_add(meta.cost);
         if bytes + self.acked_bytes > self.budget {
-            let released = self.pending;
-            self.release_all(store);
-            // The snapshot that follows is sent whole: the memory of what
-            // the node holds is given back with the rest.
-            self.reset_acknowledged();
-            self.needs_resync = true;
-            return PushOutcome::Overflow { released };
+            return self.overflow(store);
         }
         self.bytes = bytes;
         let pending = Pending {
             body: make(store),
             meta,
-        };
-        let Some(shared) = shared else {
-            let shared = Arc::new(key.clone());
-            self.order.push_back(Arc::clone(&shared));
-            let entry = Entry {
-                known: 0,
-                pending: Some(pending),
-            };
-            self.entries.insert(shared, entry);
-            self.pending += 1;
-            return PushOutcome::Queued;
-        };
-        let Some(e) = self.entries.get_mut(key) else {
-            unreachable!("the entry was found above");
         };
         match e.pending.replace(pending) {
             Some(previous) => {
@@ -316,11 +297,51 @@ impl<B> NodeQueue<B> {
             }
             None => {
                 // The FIFO shares the entry's key: no copy of its strings.
-                self.order.push_back(shared);
+                self.order.push_back(Arc::clone(&e.key));
                 self.pending += 1;
                 PushOutcome::Queued
             }
         }
+    }
+
+    /// [`push_with`](Self::push_with) for an object the queue holds
+    /// nothing of.
+    fn push_new<R: Release<B>>(
+        &mut self,
+        key: &ObjectKey,
+        meta: Meta,
+        make: impl FnOnce(&mut R) -> B,
+        store: &mut R,
+    ) -> PushOutcome {
+        let bytes = self.bytes.saturating_add(meta.cost);
+        if bytes + self.acked_bytes > self.budget {
+            return self.overflow(store);
+        }
+        self.bytes = bytes;
+        let shared = Arc::new(key.clone());
+        self.order.push_back(Arc::clone(&shared));
+        let entry = Entry {
+            key: Arc::clone(&shared),
+            known: 0,
+            pending: Some(Pending {
+                body: make(store),
+                meta,
+            }),
+        };
+        self.entries.insert(shared, entry);
+        self.pending += 1;
+        PushOutcome::Queued
+    }
+
+    /// Releases every pending entry and waits for a resync.
+    fn overflow(&mut self, store: &mut impl Release<B>) -> PushOutcome {
+        let released = self.pending;
+        self.release_all(store);
+        // The snapshot that follows is sent whole: the memory of what the
+        // node holds is given back with the rest.
+        self.reset_acknowledged();
+        self.needs_resync = true;
+        PushOutcome::Overflow { released }
     }
 
     /// Takes the oldest pending message with its key; `record` also
@@ -377,11 +398,13 @@ impl<B> NodeQueue<B> {
         let room = self.bytes() + cost <= self.budget;
         let Some(e) = self.entries.get_mut(key) else {
             if room {
+                let shared = Arc::new(key.clone());
                 let entry = Entry {
+                    key: Arc::clone(&shared),
                     known: rv,
                     pending: None,
                 };
-                self.entries.insert(Arc::new(key.clone()), entry);
+                self.entries.insert(shared, entry);
                 self.acked += 1;
                 self.acked_bytes += cost;
             }
