@@ -105,18 +105,28 @@ impl EngineWorkload {
 
     /// Enqueues `messages`, transmits everything ready, feeds each node's
     /// cumulative ack back, and drains the events. Returns the messages the
-    /// nodes acknowledged.
+    /// nodes acknowledged. The messages are dropped here, as a caller that
+    /// built owned messages for the hub does.
     pub fn round(&mut self, messages: Vec<(usize, ObjectKey, Message)>) -> u64 {
+        let delivered = self.round_borrowed(&messages);
+        drop(messages);
+        delivered
+    }
+
+    /// [`round`](Self::round) with messages the hub only reads (it copies
+    /// what it keeps), as a ring record read in place would hand them.
+    pub fn round_borrowed(&mut self, messages: &[(usize, ObjectKey, Message)]) -> u64 {
         self.now += 1;
         let now = self.now;
         let mut sent = vec![0u64; self.names.len()];
         for (n, key, message) in messages {
-            let _ = self.hub.handle_downstream(&self.names[n], key, message);
-            sent[n] += 1;
+            let _ = self.hub.handle_downstream(&self.names[*n], key, message);
+            sent[*n] += 1;
         }
         let mut bytes = 0;
         while let Some((_, t)) = self.hub.poll_transmit(now) {
             bytes += t.bytes.len();
+            self.hub.recycle_transmit(t.bytes);
         }
         std::hint::black_box(bytes);
         for (n, count) in sent.iter().enumerate() {
@@ -134,6 +144,7 @@ impl EngineWorkload {
         while let Some(event) = self.hub.poll_event() {
             if let HubEvent::Delivered { objects, .. } = event {
                 delivered += objects.len() as u64;
+                self.hub.recycle_delivered(objects);
             }
         }
         delivered

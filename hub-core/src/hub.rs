@@ -12,10 +12,14 @@
 //! 4. [`Hub::handle_timeout`] when the instant from [`Hub::poll_timeout`]
 //!    has come;
 //! 5. then drain [`Hub::poll_transmit`] (write the bytes; close the
-//!    connection when told) and [`Hub::poll_event`].
+//!    connection when told) and [`Hub::poll_event`]; hand the buffers back
+//!    with [`Hub::recycle_transmit`] and [`Hub::recycle_delivered`] once
+//!    done with them, so that a hub in steady state allocates nothing per
+//!    message.
 //!
 //! The rules it follows are in [`crate::protocol`].
 
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, VecDeque};
@@ -30,7 +34,9 @@ use schema::records::ObjectKey;
 use schema::{FrameDecoder, FrameEncoder, FrameView, Message, MessageRef};
 
 use crate::PROTOCOL_VERSION;
-use crate::node::{Delivered, NodeState, Resume};
+use crate::body::{AsMessage, Bodies};
+use crate::node::{Delivered, NodeState, Resume, SendLimits};
+use crate::pool::Pool;
 use crate::protocol::{CAPABILITIES, Millis, Transmit};
 use crate::queue::PushOutcome;
 
@@ -188,10 +194,30 @@ pub struct Hub {
     timers: BinaryHeap<Reverse<(Millis, ConnId)>>,
     events: VecDeque<HubEvent>,
     encoder: FrameEncoder,
+    /// The bodies of every message the shard holds.
+    bodies: Bodies,
+    /// Output buffers handed back by the glue, for the next sends.
+    spare_out: Pool<u8>,
+    /// Delivery lists handed back by the glue.
+    spare_delivered: Pool<Delivered>,
+    /// When the slab next gives back what its recent peak did not need.
+    next_trim: Millis,
+    /// Connections found due by `handle_timeout`, kept for the next call.
+    due: Vec<ConnId>,
 }
+
+/// Bytes of output buffers kept for reuse at most (the glue hands each
+/// back right after writing it: a few circulate).
+const SPARE_OUT_BYTES: usize = 4 << 20;
+/// Bytes of delivery lists kept for reuse at most: one list of a full
+/// window for each of 2,000 nodes acknowledging in one turn, more of
+/// shorter ones.
+const SPARE_DELIVERED_BYTES: usize = 32 << 20;
 
 impl Hub {
     pub fn new(config: HubConfig) -> Self {
+        let largest_out = 2 * config.max_batch_bytes as usize;
+        let largest_delivered = 2 * config.window as usize;
         Self {
             encoder: FrameEncoder::new(config.max_frame_bytes),
             config,
@@ -201,6 +227,11 @@ impl Hub {
             dirty: VecDeque::new(),
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
+            bodies: Bodies::default(),
+            spare_out: Pool::new(SPARE_OUT_BYTES, largest_out),
+            spare_delivered: Pool::new(SPARE_DELIVERED_BYTES, largest_delivered),
+            next_trim: 0,
+            due: Vec::new(),
         }
     }
 
@@ -297,23 +328,25 @@ impl Hub {
         }
     }
 
-    /// Queues `message` for `node`, coalesced by `key`.
+    /// Queues `message` for `node`, coalesced by `key`. The hub keeps a
+    /// copy of what it queues: the caller may pass borrowed values.
     pub fn handle_downstream(
         &mut self,
         node: &str,
-        key: ObjectKey,
-        message: Message,
+        key: impl Borrow<ObjectKey>,
+        message: impl AsMessage,
     ) -> Result<PushOutcome, DownstreamError> {
-        let bytes = message.as_ref().payload_len() + MESSAGE_OVERHEAD;
+        let message = message.as_message();
+        let bytes = message.payload_len() + MESSAGE_OVERHEAD;
         if bytes > self.config.max_frame_bytes as usize {
             return Err(DownstreamError::TooLarge {
                 bytes,
                 max: self.config.max_frame_bytes,
             });
         }
-        let state = self.node_mut(node);
+        let state = Self::node_mut(&mut self.nodes, self.config.queue_budget_bytes, node);
         let was_resync = state.needs_resync();
-        let outcome = state.push(key, message);
+        let outcome = state.push(&mut self.bodies, key.borrow(), &message);
         let (conn, id) = (state.conn, state.id.clone());
         if matches!(outcome, PushOutcome::Overflow { .. }) && !was_resync {
             self.events.push_back(HubEvent::ResyncNeeded { node: id });
@@ -326,14 +359,14 @@ impl Hub {
 
     /// Sends `message` to `node` now if it is connected, at most once.
     /// Returns false if it was dropped.
-    pub fn handle_best_effort(&mut self, node: &str, message: Message) -> bool {
+    pub fn handle_best_effort(&mut self, node: &str, message: impl AsMessage) -> bool {
         let Some(state) = self.nodes.get_mut(node) else {
             return false;
         };
         let Some(conn) = state.conn else {
             return false;
         };
-        let queued = state.push_best_effort(message);
+        let queued = state.push_best_effort(&mut self.bodies, &message.as_message());
         self.mark_dirty(conn);
         queued
     }
@@ -390,7 +423,14 @@ impl Hub {
 
     /// Timers: handshake and read deadlines, keepalives, retransmission.
     pub fn handle_timeout(&mut self, now: Millis) {
-        let mut due = Vec::new();
+        if now >= self.next_trim {
+            self.bodies.trim();
+            self.spare_out.trim();
+            self.spare_delivered.trim();
+            self.next_trim = now + self.config.keepalive_interval_ms;
+        }
+        // The list of the last call, reused.
+        let mut due = std::mem::take(&mut self.due);
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
                 break;
@@ -405,12 +445,14 @@ impl Hub {
         }
         due.sort_unstable();
         due.dedup();
-        for id in due {
+        for &id in &due {
             self.check_timers(id, now);
             // Work just found due is done at the next poll_transmit; look
             // again no sooner than the next millisecond.
             self.schedule_after(id, now);
         }
+        due.clear();
+        self.due = due;
     }
 
     /// The earliest instant [`handle_timeout`](Self::handle_timeout) may
@@ -426,6 +468,9 @@ impl Hub {
                 continue;
             };
             c.dirty = false;
+            if c.out.capacity() == 0 {
+                c.out = self.spare_out.take();
+            }
             if let ConnState::Open { node } = &c.state
                 && let Some(state) = self.nodes.get_mut(node)
             {
@@ -433,14 +478,12 @@ impl Hub {
                     state.upstream_acked = state.upstream_committed;
                     let _ = self.encoder.ack(state.upstream_acked, &mut c.out);
                 }
-                state.fill(
-                    &mut self.encoder,
-                    self.config.window as usize,
-                    self.config.max_batch_bytes as usize,
-                    self.config.retransmit_timeout_ms,
-                    now,
-                    &mut c.out,
-                );
+                let limits = SendLimits {
+                    window: self.config.window as usize,
+                    max_batch: self.config.max_batch_bytes as usize,
+                    rto: self.config.retransmit_timeout_ms,
+                };
+                state.fill(&mut self.bodies, &mut self.encoder, limits, now, &mut c.out);
                 if c.out.is_empty() && now >= c.last_tx + self.config.keepalive_interval_ms {
                     let _ = self.encoder.keepalive(now, &mut c.out);
                     // An idle link gives its buffers back.
@@ -459,6 +502,8 @@ impl Hub {
                 continue;
             };
             if c.out.is_empty() && !c.close_after {
+                let idle = std::mem::take(&mut c.out);
+                self.recycle_transmit(idle);
                 continue;
             }
             c.last_tx = now;
@@ -478,14 +523,29 @@ impl Hub {
         self.events.pop_front()
     }
 
-    fn node_mut(&mut self, node: &str) -> &mut NodeState {
-        let budget = self.config.queue_budget_bytes;
+    /// Takes back the bytes of a [`Transmit`] once written, for a later
+    /// send to reuse.
+    pub fn recycle_transmit(&mut self, bytes: Vec<u8>) {
+        self.spare_out.give(bytes);
+    }
+
+    /// Takes back the list of a [`HubEvent::Delivered`] once read, for a
+    /// later report to reuse.
+    pub fn recycle_delivered(&mut self, objects: Vec<Delivered>) {
+        self.spare_delivered.give(objects);
+    }
+
+    fn node_mut<'a>(
+        nodes: &'a mut HashMap<Arc<str>, NodeState>,
+        budget: usize,
+        node: &str,
+    ) -> &'a mut NodeState {
         // Known nodes (the common case) cost no allocation.
-        let id = match self.nodes.get_key_value(node) {
+        let id = match nodes.get_key_value(node) {
             Some((id, _)) => id.clone(),
             None => Arc::from(node),
         };
-        match self.nodes.entry(id) {
+        match nodes.entry(id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let id = e.key().clone();
@@ -637,8 +697,8 @@ impl Hub {
                 let Some(state) = self.nodes.get_mut(&node) else {
                     return true;
                 };
-                let mut delivered = Vec::new();
-                if !state.ack(seq, &mut delivered) {
+                let mut delivered = self.spare_delivered.take();
+                if !state.ack(&mut self.bodies, seq, &mut delivered) {
                     let text = format!("ack {seq} for a message never sent");
                     return self.close(conn, CloseReason::ProtocolError, &text, 0);
                 }
@@ -680,9 +740,10 @@ impl Hub {
                 0,
             );
         }
-        let state = self.node_mut(node_id);
-        let mut delivered = Vec::new();
-        let intact = state.resume(resume, &mut delivered);
+        let budget = self.config.queue_budget_bytes;
+        let state = Self::node_mut(&mut self.nodes, budget, node_id);
+        let mut delivered = self.spare_delivered.take();
+        let intact = state.resume(&mut self.bodies, resume, &mut delivered);
         state.conn = Some(conn);
         let node = state.id.clone();
         let welcome_resume = state.upstream_committed;
@@ -718,7 +779,9 @@ impl Hub {
     }
 
     fn report_delivered(&mut self, node: &Arc<str>, objects: Vec<Delivered>) {
-        if !objects.is_empty() {
+        if objects.is_empty() {
+            self.recycle_delivered(objects);
+        } else {
             let store_id = self.nodes.get(node).map_or(0, |s| s.store_id);
             self.events.push_back(HubEvent::Delivered {
                 node: node.clone(),

@@ -11,15 +11,18 @@
 //! `unsafe` is in [`ring`], which works on shared memory the glue maps.
 
 pub mod backoff;
+pub mod body;
 pub mod hub;
 pub mod link;
 pub mod node;
 pub mod placement;
+mod pool;
 pub mod protocol;
 pub mod queue;
 pub mod ratelimit;
 pub mod ring;
 
+pub use body::AsMessage;
 pub use hub::{ConnId, Hub, HubConfig, HubEvent};
 pub use placement::shard_of;
 

@@ -9,17 +9,18 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use schema::records::ObjectKey;
-use schema::{FrameEncoder, Message};
+use schema::{FrameEncoder, MessageRef};
 
+use crate::body::{Bodies, BodyId};
 use crate::protocol::Millis;
-use crate::queue::{DELETE_OPERATION, NodeQueue, PushOutcome};
+use crate::queue::{DELETE_OPERATION, Meta, NodeQueue, PushOutcome};
 
 /// A numbered message sent and not yet acknowledged.
 #[derive(Debug)]
 struct InFlight {
     seq: u64,
-    key: ObjectKey,
-    message: Message,
+    key: Arc<ObjectKey>,
+    body: BodyId,
     /// When it was last sent: the oldest of these bounds the retransmit
     /// deadline.
     sent_at: Millis,
@@ -28,7 +29,8 @@ struct InFlight {
 /// An object version the node durably committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
-    pub key: ObjectKey,
+    /// The object, shared with the hub's tables (no copy per message).
+    pub key: Arc<ObjectKey>,
     pub resource_version: u64,
     /// It was the object's delete.
     pub deleted: bool,
@@ -46,11 +48,22 @@ pub(crate) struct Resume {
     pub(crate) store_id: u64,
 }
 
+/// How much [`NodeState::fill`] may send.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendLimits {
+    /// Numbered messages in flight at most.
+    pub(crate) window: usize,
+    /// Largest `Batch` frame, in bytes.
+    pub(crate) max_batch: usize,
+    /// Retransmission timeout.
+    pub(crate) rto: Millis,
+}
+
 /// The cloud's state for one node.
 #[derive(Debug)]
 pub(crate) struct NodeState {
     pub(crate) id: Arc<str>,
-    queue: NodeQueue,
+    queue: NodeQueue<BodyId>,
     inflight: VecDeque<InFlight>,
     /// Number the next message entering the window gets.
     next_seq: u64,
@@ -61,7 +74,7 @@ pub(crate) struct NodeState {
     /// When the window is sent again if no ack arrives.
     pub(crate) retransmit_at: Option<Millis>,
     /// Best-effort messages for the current connection.
-    best_effort: Vec<Message>,
+    best_effort: Vec<BodyId>,
     /// Highest upstream number handed to the application.
     pub(crate) upstream_seq: u64,
     /// Highest upstream number the application has taken over.
@@ -101,15 +114,27 @@ impl NodeState {
         }
     }
 
-    pub(crate) fn push(&mut self, key: ObjectKey, message: Message) -> PushOutcome {
-        self.queue.push(key, message)
+    /// Queues a copy of `message` in the slab, unless the queue drops it.
+    pub(crate) fn push(
+        &mut self,
+        bodies: &mut Bodies,
+        key: &ObjectKey,
+        message: &MessageRef<'_>,
+    ) -> PushOutcome {
+        let meta = Meta::of(message);
+        self.queue
+            .push_with(key, meta, |b: &mut Bodies| b.insert(message), bodies)
     }
 
-    pub(crate) fn push_best_effort(&mut self, message: Message) -> bool {
+    pub(crate) fn push_best_effort(
+        &mut self,
+        bodies: &mut Bodies,
+        message: &MessageRef<'_>,
+    ) -> bool {
         if self.best_effort.len() >= BEST_EFFORT_LIMIT {
             return false;
         }
-        self.best_effort.push(message);
+        self.best_effort.push(bodies.insert(message));
         true
     }
 
@@ -160,7 +185,12 @@ impl NodeState {
     /// versions; for a new store also the upstream numbering, which the new
     /// store starts again from 1). Returns false in either case: the node
     /// lost data it once acknowledged and needs a full resync.
-    pub(crate) fn resume(&mut self, resume: Resume, delivered: &mut Vec<Delivered>) -> bool {
+    pub(crate) fn resume(
+        &mut self,
+        bodies: &mut Bodies,
+        resume: Resume,
+        delivered: &mut Vec<Delivered>,
+    ) -> bool {
         let new_store = self.store_id != 0 && resume.store_id != self.store_id;
         let intact = resume.seq >= self.acked_seq && !new_store;
         self.store_id = resume.store_id;
@@ -173,26 +203,33 @@ impl NodeState {
             self.queue.reset_acknowledged();
             self.acked_seq = resume.seq;
         }
-        self.release_through(resume.seq, delivered);
+        self.release_through(bodies, resume.seq, delivered);
         if self.inflight.is_empty() {
             self.next_seq = self.next_seq.max(resume.seq.max(resume.received_seq) + 1);
         }
         self.resend = !self.inflight.is_empty();
-        self.best_effort.clear();
+        for id in self.best_effort.drain(..) {
+            bodies.remove(id);
+        }
         intact
     }
 
     /// Applies a cumulative ack. Returns false if it acknowledges a number
     /// that was never sent.
-    pub(crate) fn ack(&mut self, seq: u64, delivered: &mut Vec<Delivered>) -> bool {
+    pub(crate) fn ack(
+        &mut self,
+        bodies: &mut Bodies,
+        seq: u64,
+        delivered: &mut Vec<Delivered>,
+    ) -> bool {
         if seq >= self.next_seq {
             return false;
         }
-        self.release_through(seq, delivered);
+        self.release_through(bodies, seq, delivered);
         true
     }
 
-    fn release_through(&mut self, seq: u64, delivered: &mut Vec<Delivered>) {
+    fn release_through(&mut self, bodies: &mut Bodies, seq: u64, delivered: &mut Vec<Delivered>) {
         while let Some(front) = self.inflight.front() {
             if front.seq > seq {
                 break;
@@ -200,13 +237,15 @@ impl NodeState {
             // The queue recorded the version when it entered the window;
             // a delete the node committed leaves nothing to remember.
             if let Some(done) = self.inflight.pop_front() {
-                let deleted = done.message.route.operation == DELETE_OPERATION;
+                let m = bodies.get(done.body).as_ref();
+                let rv = m.header.resource_version;
+                let deleted = m.route.operation == DELETE_OPERATION;
+                bodies.remove(done.body);
                 if deleted {
-                    self.queue
-                        .forget_at(&done.key, done.message.header.resource_version);
+                    self.queue.forget_at(&done.key, rv);
                 }
                 delivered.push(Delivered {
-                    resource_version: done.message.header.resource_version,
+                    resource_version: rv,
                     key: done.key,
                     deleted,
                     seq: done.seq,
@@ -239,36 +278,40 @@ impl NodeState {
     /// messages were encoded.
     pub(crate) fn fill(
         &mut self,
+        bodies: &mut Bodies,
         encoder: &mut FrameEncoder,
-        window: usize,
-        max_batch: usize,
-        rto: Millis,
+        limits: SendLimits,
         now: Millis,
         out: &mut Vec<u8>,
     ) -> usize {
+        let SendLimits {
+            window,
+            max_batch,
+            rto,
+        } = limits;
         let mut batch = BatchWriter::new(encoder, max_batch, out);
-        for m in self.best_effort.drain(..) {
-            batch.push(&m);
+        for id in self.best_effort.drain(..) {
+            batch.push(&bodies.get(id).as_ref());
+            bodies.remove(id);
         }
         if std::mem::take(&mut self.resend) {
             for f in &mut self.inflight {
-                batch.push(&f.message);
+                batch.push(&bodies.get(f.body).as_ref());
                 f.sent_at = now;
             }
         }
         while self.inflight.len() < window {
             // Once in the window a version is as good as delivered: it is
             // sent until acknowledged, so anything older is stale from now.
-            let Some((key, mut message)) = self.queue.pop_for_send() else {
+            let Some((key, body)) = self.queue.pop_shared(true, bodies) else {
                 break;
             };
-            message.header.seq = self.next_seq;
-            message.header.best_effort = false;
-            batch.push(&message);
+            bodies.get_mut(body).number(self.next_seq);
+            batch.push(&bodies.get(body).as_ref());
             self.inflight.push_back(InFlight {
                 seq: self.next_seq,
                 key,
-                message,
+                body,
                 sent_at: now,
             });
             self.next_seq += 1;
@@ -299,14 +342,13 @@ impl<'a> BatchWriter<'a> {
         }
     }
 
-    fn push(&mut self, m: &Message) {
-        let m = m.as_ref();
+    fn push(&mut self, m: &MessageRef<'_>) {
         if self.encoder.batch_messages() > 0
             && self.encoder.batch_len() + m.payload_len() + 128 > self.max_batch
         {
             self.flush();
         }
-        self.encoder.push_message(&m);
+        self.encoder.push_message(m);
         self.sent += 1;
     }
 

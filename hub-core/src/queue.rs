@@ -13,15 +13,25 @@
 //! the node durably committed with [`acknowledged`](NodeQueue::acknowledged).
 //! After [`PushOutcome::Overflow`] the application calls
 //! [`resync_started`](NodeQueue::resync_started) and pushes a full snapshot.
+//!
+//! The queue holds bodies of any type `B`: owned [`Message`]s by default,
+//! slab handles inside the hub, which copies each message once into the
+//! shard's slab ([`crate::body`]) so that a message costs no allocation in
+//! steady state. Each object has one entry, shared by its pending message
+//! and its acknowledged version: an object pushed again after it was
+//! acknowledged finds its key in place.
 
 use std::collections::VecDeque;
-use std::collections::hash_map::Entry as MapEntry;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use schema::Message;
 use schema::records::ObjectKey;
+use schema::{Message, MessageRef};
+
+use crate::body::{Bodies, Body, BodyId};
+
+mod owned;
 
 /// Route operation of a message that deletes its object.
 pub const DELETE_OPERATION: &str = "delete";
@@ -30,33 +40,38 @@ pub const DELETE_OPERATION: &str = "delete";
 /// [`MessageRef::payload_len`](schema::MessageRef::payload_len).
 ///
 /// It is an upper estimate, on 64-bit targets, of the fixed-size memory one
-/// entry occupies: the [`Message`] struct with the entry's bookkeeping, the
-/// shared [`ObjectKey`] allocation with its reference counts, the two
-/// pointers to it (one in the map, one in the FIFO) and the hash table's
-/// slack; a compile-time check keeps it honest. The
-/// key's own strings are not charged: they repeat names the route's
-/// `resource` already carries, which `payload_len` counts.
+/// entry occupies: the object's entry in the map, the shared [`ObjectKey`]
+/// allocation with its reference counts, the pointer in the FIFO, the body
+/// (the hub's slab slot, or an owned [`Message`]) and the hash table's slack;
+/// compile-time checks keep it honest. The key's own strings are not
+/// charged: they repeat names the route's `resource` already carries, which
+/// `payload_len` counts.
 pub const ENTRY_OVERHEAD: usize = 512;
 
 /// Bytes charged for each acknowledged version on top of its key's strings:
-/// an upper estimate of the map entry (key, version, hash table slack).
-pub const ACKED_OVERHEAD: usize = 96;
+/// an upper estimate of the object's entry (the map's slot, the shared key
+/// with its reference counts, hash table slack).
+pub const ACKED_OVERHEAD: usize = 160;
+
+/// Heap bytes of a shared key besides its strings: two reference counts.
+const SHARED_KEY: usize = 2 * size_of::<usize>() + size_of::<ObjectKey>();
+const SLOT: usize = size_of::<Arc<ObjectKey>>() + 16;
 
 const _: () = assert!(
-    size_of::<ObjectKey>() + size_of::<u64>() + 16 <= ACKED_OVERHEAD,
+    size_of::<Entry<BodyId>>() + SLOT + SHARED_KEY <= ACKED_OVERHEAD,
     "ACKED_OVERHEAD no longer covers an acknowledged entry's fixed-size memory"
+);
+
+const _: () = assert!(
+    size_of::<Entry<BodyId>>() + size_of::<Body>() + SLOT + SHARED_KEY + 8 <= ENTRY_OVERHEAD
+        && size_of::<Entry<Message>>() + SLOT + SHARED_KEY + 8 <= ENTRY_OVERHEAD,
+    "ENTRY_OVERHEAD no longer covers an entry's fixed-size memory"
 );
 
 /// Bytes charged for the acknowledged version of `key`.
 fn acked_cost(key: &ObjectKey) -> usize {
     ACKED_OVERHEAD + key.kind.len() + key.namespace.len() + key.name.len()
 }
-
-const _: () = assert!(
-    size_of::<Pending>() + size_of::<ObjectKey>() + 16 + 2 * size_of::<Arc<ObjectKey>>() + 16
-        <= ENTRY_OVERHEAD,
-    "ENTRY_OVERHEAD no longer covers an entry's fixed-size memory"
-);
 
 /// What [`NodeQueue::push`] did with a message.
 #[must_use]
@@ -85,14 +100,60 @@ pub enum PushOutcome {
     },
 }
 
-/// A pending message and what the queue needs to know about it.
-#[derive(Debug)]
-struct Pending {
-    message: Message,
+/// Where bodies the queue drops go: the slab frees their slot.
+pub(crate) trait Release<B> {
+    fn release(&mut self, body: B);
+}
+
+impl Release<BodyId> for Bodies {
+    fn release(&mut self, body: BodyId) {
+        self.remove(body);
+    }
+}
+
+/// Owned bodies are simply dropped.
+pub(crate) struct Discard;
+
+impl Release<Message> for Discard {
+    fn release(&mut self, _: Message) {}
+}
+
+/// What the queue needs to know of a message to coalesce and charge it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
     resource_version: u64,
     delete: bool,
-    /// Bytes charged for this entry, see [`NodeQueue::cost_of`].
+    /// Bytes charged while pending, see [`NodeQueue::cost_of`].
     cost: usize,
+}
+
+impl Meta {
+    pub(crate) fn of(m: &MessageRef<'_>) -> Self {
+        Self {
+            resource_version: m.header.resource_version,
+            delete: m.route.operation == DELETE_OPERATION,
+            cost: m.payload_len() + ENTRY_OVERHEAD,
+        }
+    }
+}
+
+/// A pending message and what the queue needs to know about it.
+#[derive(Debug)]
+struct Pending<B> {
+    body: B,
+    meta: Meta,
+}
+
+/// What the queue keeps for one object: its pending message, its
+/// acknowledged version, or both.
+#[derive(Debug)]
+struct Entry<B> {
+    /// The map's key, for the FIFO to share.
+    key: Arc<ObjectKey>,
+    /// The acknowledged version with its delete bit ([`known`]); 0 when
+    /// none is recorded (version 0 is never recorded).
+    known: u64,
+    pending: Option<Pending<B>>,
 }
 
 /// The downstream queue of one node: FIFO across objects, at most one pending
@@ -123,26 +184,31 @@ struct Pending {
 /// delete is forgotten ([`forget_at`](Self::forget_at)) so the map is
 /// bounded by the node's live objects.
 ///
-/// Output is deterministic: the hash maps are only looked up, never iterated,
-/// so their random seed cannot change the order of anything popped.
+/// Output is deterministic: the hash map is only looked up and pruned, never
+/// iterated for output, so its seed cannot change the order of anything
+/// popped.
 #[derive(Debug)]
-pub struct NodeQueue {
+pub struct NodeQueue<B = Message> {
     budget: usize,
     bytes: usize,
     needs_resync: bool,
-    /// Invariant: holds exactly the keys of `order`.
-    pending: HashMap<Arc<ObjectKey>, Pending>,
+    /// Invariant: holds exactly the keys with a pending message or an
+    /// acknowledged version.
+    entries: HashMap<Arc<ObjectKey>, Entry<B>>,
     /// Keys with a pending message, each once, oldest first.
     order: VecDeque<Arc<ObjectKey>>,
-    acked: HashMap<ObjectKey, u64>,
-    /// Bytes charged for `acked`, part of the budget.
+    /// Entries with a pending message.
+    pending: usize,
+    /// Entries with an acknowledged version.
+    acked: usize,
+    /// Bytes charged for acknowledged versions, part of the budget.
     acked_bytes: usize,
 }
 
 /// Top bit of a known version: it is the version of a delete.
 const DELETED: u64 = 1 << 63;
 
-/// A known version as kept in the acknowledged map.
+/// A known version as kept in an entry.
 fn known(rv: u64, delete: bool) -> u64 {
     if delete { rv | DELETED } else { rv & !DELETED }
 }
@@ -159,7 +225,7 @@ fn is_stale(rv: u64, delete: bool, known: u64) -> bool {
         }
 }
 
-impl NodeQueue {
+impl<B> NodeQueue<B> {
     /// An empty queue that holds at most `budget` bytes, counted by
     /// [`cost_of`](Self::cost_of).
     pub fn new(budget: usize) -> Self {
@@ -167,129 +233,154 @@ impl NodeQueue {
             budget,
             bytes: 0,
             needs_resync: false,
-            pending: HashMap::default(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
-            acked: HashMap::default(),
+            pending: 0,
+            acked: 0,
             acked_bytes: 0,
         }
     }
 
-    /// Bytes a message is charged while pending: its payload plus
-    /// [`ENTRY_OVERHEAD`].
-    pub fn cost_of(message: &Message) -> usize {
-        message.as_ref().payload_len() + ENTRY_OVERHEAD
-    }
-
-    /// Queues `message` for the object `key`, coalescing with the message
-    /// pending for it; see the type's documentation for the version rules.
+    /// Queues the body `make` gives for the object `key`, coalescing with
+    /// the message pending for it; see the type's documentation for the
+    /// version rules. `make` is called only if the message is queued; a
+    /// body the queue drops goes to `store`.
     ///
     /// If the queue would go over its budget, it releases every pending
     /// entry, sets [`needs_resync`](Self::needs_resync) and returns
     /// [`PushOutcome::Overflow`]; so do all pushes until
     /// [`resync_started`](Self::resync_started).
-    pub fn push(&mut self, key: ObjectKey, message: Message) -> PushOutcome {
+    pub(crate) fn push_with<R: Release<B>>(
+        &mut self,
+        key: &ObjectKey,
+        meta: Meta,
+        make: impl FnOnce(&mut R) -> B,
+        store: &mut R,
+    ) -> PushOutcome {
         if self.needs_resync {
             return PushOutcome::Overflow { released: 0 };
         }
-        let rv = message.header.resource_version;
-        let delete = message.route.operation == DELETE_OPERATION;
-        if let Some(&known) = self.acked.get(&key)
-            && is_stale(rv, delete, known)
-        {
+        // One lookup: the entry holds its own key for the FIFO.
+        let Some(e) = self.entries.get_mut(key) else {
+            return self.push_new(key, meta, make, store);
+        };
+        let (rv, delete) = (meta.resource_version, meta.delete);
+        if e.known != 0 && is_stale(rv, delete, e.known) {
             return PushOutcome::Stale {
-                known: known & !DELETED,
+                known: e.known & !DELETED,
             };
         }
-        let previous = self.pending.get(&key);
-        if let Some(p) = previous
-            && is_stale(rv, delete, known(p.resource_version, p.delete))
-        {
-            return PushOutcome::Stale {
-                known: p.resource_version,
-            };
-        }
-        let cost = Self::cost_of(&message);
-        let freed = previous.map_or(0, |p| p.cost);
-        let bytes = self.bytes.saturating_sub(freed).saturating_add(cost);
+        let freed = match &e.pending {
+            Some(p) if is_stale(rv, delete, known(p.meta.resource_version, p.meta.delete)) => {
+                return PushOutcome::Stale {
+                    known: p.meta.resource_version,
+                };
+            }
+            Some(p) => p.meta.cost,
+            None => 0,
+        };
+        let bytes = self.bytes.saturating_sub(freed).saturating_add(meta.cost);
         if bytes + self.acked_bytes > self.budget {
-            let released = self.pending.len();
-            self.release_all();
-            // The snapshot that follows is sent whole: the memory of what
-            // the node holds is given back with the rest.
-            self.reset_acknowledged();
-            self.needs_resync = true;
-            return PushOutcome::Overflow { released };
+            return self.overflow(store);
         }
         self.bytes = bytes;
-        let entry = Pending {
-            message,
-            resource_version: rv,
-            delete,
-            cost,
+        let pending = Pending {
+            body: make(store),
+            meta,
         };
-        match self.pending.entry(Arc::new(key)) {
-            MapEntry::Occupied(mut slot) => PushOutcome::Replaced {
-                previous: slot.insert(entry).resource_version,
-            },
-            MapEntry::Vacant(slot) => {
-                // The FIFO shares the map's key: no copy of its strings.
-                self.order.push_back(Arc::clone(slot.key()));
-                slot.insert(entry);
+        match e.pending.replace(pending) {
+            Some(previous) => {
+                store.release(previous.body);
+                PushOutcome::Replaced {
+                    previous: previous.meta.resource_version,
+                }
+            }
+            None => {
+                // The FIFO shares the entry's key: no copy of its strings.
+                self.order.push_back(Arc::clone(&e.key));
+                self.pending += 1;
                 PushOutcome::Queued
             }
         }
     }
 
-    /// Takes the oldest pending message, or `None` when nothing is pending.
-    pub fn pop_front(&mut self) -> Option<Message> {
-        self.pop_front_with_key().map(|(_, message)| message)
+    /// [`push_with`](Self::push_with) for an object the queue holds
+    /// nothing of.
+    fn push_new<R: Release<B>>(
+        &mut self,
+        key: &ObjectKey,
+        meta: Meta,
+        make: impl FnOnce(&mut R) -> B,
+        store: &mut R,
+    ) -> PushOutcome {
+        let bytes = self.bytes.saturating_add(meta.cost);
+        if bytes + self.acked_bytes > self.budget {
+            return self.overflow(store);
+        }
+        self.bytes = bytes;
+        let shared = Arc::new(key.clone());
+        self.order.push_back(Arc::clone(&shared));
+        let entry = Entry {
+            key: Arc::clone(&shared),
+            known: 0,
+            pending: Some(Pending {
+                body: make(store),
+                meta,
+            }),
+        };
+        self.entries.insert(shared, entry);
+        self.pending += 1;
+        PushOutcome::Queued
     }
 
-    /// Takes the oldest pending message with its key, which the session
-    /// keeps to report [`acknowledged`](Self::acknowledged) later.
+    /// Releases every pending entry and waits for a resync.
+    fn overflow(&mut self, store: &mut impl Release<B>) -> PushOutcome {
+        let released = self.pending;
+        self.release_all(store);
+        // The snapshot that follows is sent whole: the memory of what the
+        // node holds is given back with the rest.
+        self.reset_acknowledged();
+        self.needs_resync = true;
+        PushOutcome::Overflow { released }
+    }
+
+    /// Takes the oldest pending message with its key; `record` also
+    /// records its version as the newest the node will have (see
+    /// [`pop_for_send`](NodeQueue::pop_for_send)).
     ///
     /// Entries that became stale while pending, because the node meanwhile
     /// acknowledged a version at least as new, are discarded on the way.
-    pub fn pop_front_with_key(&mut self) -> Option<(ObjectKey, Message)> {
+    pub(crate) fn pop_shared(
+        &mut self,
+        record: bool,
+        store: &mut impl Release<B>,
+    ) -> Option<(Arc<ObjectKey>, B)> {
         while let Some(key) = self.order.pop_front() {
-            let Some(entry) = self.pending.remove(&*key) else {
+            let Some(e) = self.entries.get_mut(&*key) else {
                 continue;
             };
-            self.bytes = self.bytes.saturating_sub(entry.cost);
-            if let Some(&known) = self.acked.get(&*key)
-                && is_stale(entry.resource_version, entry.delete, known)
-            {
-                continue;
-            }
-            // The map's copy went with `remove`: this is the last owner.
-            let key = Arc::try_unwrap(key).unwrap_or_else(|shared| (*shared).clone());
-            return Some((key, entry.message));
-        }
-        None
-    }
-
-    /// Takes the oldest pending message for the send window and records its
-    /// version as the newest the node will have: it is sent until it is
-    /// acknowledged, so anything older is stale from now on. The same as
-    /// [`pop_front_with_key`](Self::pop_front_with_key) followed by
-    /// [`acknowledged`](Self::acknowledged), with one lookup instead of two.
-    pub fn pop_for_send(&mut self) -> Option<(ObjectKey, Message)> {
-        while let Some(key) = self.order.pop_front() {
-            let Some(entry) = self.pending.remove(&*key) else {
+            let Some(Pending { body, meta }) = e.pending.take() else {
                 continue;
             };
-            self.bytes = self.bytes.saturating_sub(entry.cost);
-            let key = Arc::try_unwrap(key).unwrap_or_else(|shared| (*shared).clone());
-            let rv = entry.resource_version;
-            match self.acked.get_mut(&key) {
-                Some(k) if is_stale(rv, entry.delete, *k) => continue,
-                // Not stale: at least as new as what was known.
-                Some(k) if rv != 0 => *k = known(rv, entry.delete),
-                Some(_) => {}
-                None if rv != 0 => self.insert_acked(key.clone(), known(rv, entry.delete)),
-                None => {}
+            self.pending -= 1;
+            self.bytes = self.bytes.saturating_sub(meta.cost);
+            let rv = meta.resource_version;
+            if e.known != 0 && is_stale(rv, meta.delete, e.known) {
+                store.release(body);
+                continue;
             }
-            return Some((key, entry.message));
+            if record && rv != 0 {
+                if e.known == 0 {
+                    // Recorded whatever the budget: the message is sent.
+                    self.acked += 1;
+                    self.acked_bytes += acked_cost(&key);
+                }
+                e.known = known(rv, meta.delete);
+            }
+            if e.known == 0 {
+                self.entries.remove(&*key);
+            }
+            return Some((key, body));
         }
         None
     }
@@ -303,24 +394,46 @@ impl NodeQueue {
         if rv == 0 {
             return;
         }
-        let room = self.bytes() + acked_cost(key) <= self.budget;
-        match self.acked.get_mut(key) {
-            Some(k) if rv >= *k & !DELETED => *k = rv,
-            Some(_) => {}
-            None if room => self.insert_acked(key.clone(), rv),
-            None => {}
+        let cost = acked_cost(key);
+        let room = self.bytes() + cost <= self.budget;
+        let Some(e) = self.entries.get_mut(key) else {
+            if room {
+                let shared = Arc::new(key.clone());
+                let entry = Entry {
+                    key: Arc::clone(&shared),
+                    known: rv,
+                    pending: None,
+                };
+                self.entries.insert(shared, entry);
+                self.acked += 1;
+                self.acked_bytes += cost;
+            }
+            return;
+        };
+        if e.known != 0 {
+            if rv >= e.known & !DELETED {
+                e.known = rv;
+            }
+        } else if room {
+            e.known = rv;
+            self.acked += 1;
+            self.acked_bytes += cost;
         }
-    }
-
-    fn insert_acked(&mut self, key: ObjectKey, rv: u64) {
-        self.acked_bytes += acked_cost(&key);
-        self.acked.insert(key, rv);
     }
 
     /// Drops the acknowledged version of `key`.
     pub fn forget(&mut self, key: &ObjectKey) {
-        if self.acked.remove(key).is_some() {
-            self.acked_bytes = self.acked_bytes.saturating_sub(acked_cost(key));
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        if e.known == 0 {
+            return;
+        }
+        e.known = 0;
+        self.acked -= 1;
+        self.acked_bytes = self.acked_bytes.saturating_sub(acked_cost(key));
+        if e.pending.is_none() {
+            self.entries.remove(key);
         }
     }
 
@@ -328,7 +441,7 @@ impl NodeQueue {
     /// node acknowledged the delete of version `rv`, so it holds nothing of
     /// `key` any more (unless a newer version entered the window since).
     pub fn forget_at(&mut self, key: &ObjectKey, rv: u64) {
-        if self.acked.get(key) == Some(&known(rv, true)) {
+        if self.entries.get(key).map(|e| e.known) == Some(known(rv, true)) {
             self.forget(key);
         }
     }
@@ -337,7 +450,15 @@ impl NodeQueue {
     /// said (it lost its store, or resumed behind what it acknowledged), so
     /// whatever is pushed next is sent, however old.
     pub fn reset_acknowledged(&mut self) {
-        self.acked = HashMap::default();
+        if self.pending == 0 {
+            self.entries = HashMap::default();
+        } else {
+            self.entries.retain(|_, e| {
+                e.known = 0;
+                e.pending.is_some()
+            });
+        }
+        self.acked = 0;
         self.acked_bytes = 0;
     }
 
@@ -357,14 +478,14 @@ impl NodeQueue {
     }
 
     /// Number of pending entries. Entries acknowledged while pending count
-    /// until [`pop_front`](Self::pop_front) discards them.
+    /// until [`pop_front`](NodeQueue::pop_front) discards them.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending == 0
     }
 
     /// Bytes charged for the pending entries and the acknowledged versions;
@@ -376,7 +497,7 @@ impl NodeQueue {
     /// Acknowledged versions held (one per object the node is believed to
     /// hold).
     pub fn acknowledged_len(&self) -> usize {
-        self.acked.len()
+        self.acked
     }
 
     /// The byte budget given to [`new`](Self::new).
@@ -384,19 +505,27 @@ impl NodeQueue {
         self.budget
     }
 
-    /// Drops every pending entry and gives their memory back.
     /// Returns the memory of an empty queue to the allocator (the session
     /// calls it when the link goes quiet).
     pub fn shrink_idle(&mut self) {
-        if self.pending.is_empty() {
-            self.release_all();
+        if self.pending == 0 {
+            self.order = VecDeque::new();
         }
-        self.acked.shrink_to_fit();
+        self.entries.shrink_to_fit();
     }
 
-    fn release_all(&mut self) {
-        self.pending = HashMap::default();
-        self.order = VecDeque::new();
+    /// Drops every pending entry, their bodies to `store`, and gives their
+    /// memory back.
+    fn release_all(&mut self, store: &mut impl Release<B>) {
+        for key in std::mem::take(&mut self.order) {
+            if let Some(e) = self.entries.get_mut(&*key)
+                && let Some(p) = e.pending.take()
+            {
+                store.release(p.body);
+            }
+        }
+        self.entries.retain(|_, e| e.known != 0);
+        self.pending = 0;
         self.bytes = 0;
     }
 }

@@ -343,6 +343,7 @@ impl Shard {
                 c.close = true;
             }
             c.notify.notify();
+            self.hub.recycle_transmit(transmit.bytes);
         }
         while let Some(event) = self.hub.poll_event() {
             self.report(event);
@@ -404,14 +405,16 @@ impl Shard {
                 objects,
             } => {
                 ShardMetrics::add(&m.messages_out, objects.len() as u64);
-                let objects = objects
-                    .into_iter()
+                let delivered = objects
+                    .iter()
                     .map(|d| DeliveredObject {
-                        key: d.key,
+                        key: (*d.key).clone(),
                         resource_version: d.resource_version,
                         deleted: d.deleted,
                     })
                     .collect();
+                self.hub.recycle_delivered(objects);
+                let objects = delivered;
                 let record = UpRecord::Delivered {
                     node_id: node.to_string(),
                     store_id,

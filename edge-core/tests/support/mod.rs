@@ -212,7 +212,7 @@ fn hub_thread(
                 HubEvent::Delivered { objects, .. } => {
                     let mut s = seen.lock().unwrap();
                     for o in objects {
-                        let rv = s.delivered.entry(o.key).or_default();
+                        let rv = s.delivered.entry((*o.key).clone()).or_default();
                         *rv = (*rv).max(o.resource_version);
                     }
                 }

@@ -224,7 +224,7 @@ fn window_limits_flight_and_acks_release_and_report() {
         panic!("{delivered:?}")
     };
     assert_eq!(objects.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(objects[0].key, key("k0"));
+    assert_eq!(*objects[0].key, key("k0"));
     let sent = drain(&mut hub, &mut [&mut edge], 2);
     let Got::Batch(second) = &sent[0].1[0] else {
         panic!()
@@ -898,4 +898,54 @@ fn a_resync_not_started_is_asked_for_again_while_the_node_is_connected() {
         drain(&mut hub, &mut [&mut edge], t);
         assert_eq!(resyncs(&mut hub), 0, "at {t}: the resync started");
     }
+}
+
+/// Messages the slab holds: exactly those queued or in flight (when no
+/// best-effort message waits); every other one went back to it.
+fn bodies_match_depth(hub: &Hub) {
+    let (queued, inflight) = hub.depth_totals();
+    assert_eq!(hub.bodies.live(), queued + inflight);
+}
+
+#[test]
+fn every_message_dropped_sent_or_released_gives_its_body_back() {
+    let mut hub = Hub::new(HubConfig {
+        window: 4,
+        queue_budget_bytes: 6_000,
+        ..HubConfig::default()
+    });
+    for rv in [3, 5, 4] {
+        let _ = hub.handle_downstream("n", key("a"), update("a", rv));
+    }
+    bodies_match_depth(&hub);
+    for i in 0..20 {
+        let name = format!("k{i}");
+        let _ = hub.handle_downstream("n", key(&name), update(&name, 1));
+    }
+    assert!(hub.nodes["n"].needs_resync(), "the queue overflowed");
+    bodies_match_depth(&hub);
+    hub.handle_resync_started("n");
+    for i in 0..6 {
+        let name = format!("s{i}");
+        let _ = hub.handle_downstream("n", key(&name), update(&name, 2).as_ref());
+    }
+    let mut edge = connected(&mut hub, 1, "n", 0, 1);
+    assert!(hub.handle_best_effort("n", update("b", 0)));
+    drain(&mut hub, &mut [&mut edge], 2);
+    bodies_match_depth(&hub);
+    // Still waiting when the link drops: the resume drops it.
+    assert!(hub.handle_best_effort("n", update("c", 0)));
+    hub.handle_disconnect(1);
+    let mut edge = connected(&mut hub, 2, "n", 2, 4);
+    bodies_match_depth(&hub);
+    for (seq, now) in [(4, 5), (6, 6)] {
+        edge.ack(&mut hub, seq, now);
+        drain(&mut hub, &mut [&mut edge], now);
+        bodies_match_depth(&hub);
+    }
+    assert_eq!(hub.depth("n"), Some((0, 0)));
+    assert_eq!(hub.bodies.live(), 0);
+    hub.handle_timeout(100_000);
+    hub.handle_timeout(200_000);
+    assert_eq!(hub.bodies.slots(), 0, "an empty slab gives its slots back");
 }
