@@ -276,6 +276,24 @@ async fn watch<S: AsyncWriteRent>(
     // A streaming list (client-go's WatchList, kube-rs' streaming_lists):
     // the current state as ADDED, then a bookmark that marks its end.
     let initial = req.param("sendInitialEvents") == Some("true");
+    // A resume from before the store's compaction cannot be replayed: the
+    // API server's 410 as a watch event, and the client lists again.
+    if from > 0 && !initial {
+        let replayable = shared
+            .store
+            .check_replayable(from)
+            .map_err(std::io::Error::other)?;
+        if let Err(too_old) = replayable {
+            http::write_stream_head(stream, "application/json").await?;
+            let status = status_json(410, "Expired", &too_old.to_string(), None);
+            let event = format!(
+                r#"{{"type":"ERROR","object":{}}}"#,
+                String::from_utf8_lossy(&status)
+            );
+            http::write_chunk(stream, format!("{event}\n").as_bytes()).await?;
+            return http::write_chunk(stream, b"").await;
+        }
+    }
     // Subscribe before reading the store: both happen without a yield in
     // between, so nothing is missed or reordered.
     let mut live = shared.watches.borrow_mut().subscribe(r.kind, namespace);

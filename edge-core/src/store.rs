@@ -5,14 +5,18 @@
 //! - `objects`: live objects by key (`kind \0 namespace \0 name`), each an
 //!   rkyv [`StoredObject`];
 //! - `tombstones`: the last state of deleted objects, same key and record,
-//!   so that a stale update can never bring a deleted object back and a
-//!   watch can replay the deletion;
+//!   so that a watch can replay the deletion; the newest
+//!   [`TOMBSTONES_KEPT`] are kept (`compaction`), and a watch from before
+//!   the oldest one dropped is told its version is too old;
+//! - `tombstone_log`: the tombstones by resourceVersion, oldest first;
 //! - `outbox`: upstream messages awaiting the cloud's acknowledgement (see
 //!   [`crate::outbox`]);
 //! - `versions`: per key, the stored resourceVersion and whether the object
-//!   is deleted (top bit), so applying a message reads 8 bytes, not a record;
+//!   is deleted (top bit), so applying a message reads 8 bytes, not a record,
+//!   and a stale update can never bring a deleted object back;
 //! - `meta`: counters: the link's committed downstream seq, the highest
-//!   upstream seq handed out, the highest resourceVersion stored; and the
+//!   upstream seq handed out, the highest resourceVersion stored, the
+//!   newest resourceVersion of a tombstone dropped; and the
 //!   store's identity, a random number chosen when the store is created and
 //!   sent to the cloud in `Hello`, so that a wiped or replaced store is
 //!   told from one that resumes (the cloud then sends everything again).
@@ -39,6 +43,7 @@ const DEAD: u64 = 1 << 63;
 pub(crate) const META_DOWNSTREAM_SEQ: &str = "downstream_seq";
 pub(crate) const META_UPSTREAM_SEQ: &str = "upstream_seq";
 const META_MAX_RV: &str = "max_resource_version";
+pub(crate) const META_COMPACTED_RV: &str = "compacted_resource_version";
 const META_STORE_ID: &str = "store_id";
 
 /// Default LMDB map size: 256 MiB of address space (not memory).
@@ -111,6 +116,9 @@ pub struct Store {
     pub(crate) env: Env,
     objects: ObjectDb,
     tombstones: ObjectDb,
+    tombstone_log: ObjectDb,
+    /// How many tombstones are kept.
+    tombstones_kept: u64,
     versions: VersionDb,
     pub(crate) outbox: SeqDb,
     pub(crate) meta: MetaDb,
@@ -124,9 +132,9 @@ impl Store {
             source,
         })?;
         let mut options = EnvOpenOptions::new();
-        // Five of the store's own and DeviceTwin's two (`twin_devices`,
+        // Six of the store's own and DeviceTwin's two (`twin_devices`,
         // `twin_twins`), plus room.
-        options.map_size(map_size).max_dbs(10);
+        options.map_size(map_size).max_dbs(12);
         // SAFETY: LMDB requires that one process opens an environment only
         // once and that nothing else truncates or rewrites the file while it
         // is mapped. edgecore opens its data directory once, at start, and
@@ -137,25 +145,31 @@ impl Store {
         let dbs = env.create_databases_and_commit(wtxn, |wdo, wtxn| -> Result<_, heed::Error> {
             let objects = wdo.create_database::<Bytes, Bytes>(wtxn, Some("objects"))?;
             let tombstones = wdo.create_database::<Bytes, Bytes>(wtxn, Some("tombstones"))?;
+            let log = wdo.create_database::<Bytes, Bytes>(wtxn, Some("tombstone_log"))?;
             let versions = wdo.create_database::<Bytes, U64<BigEndian>>(wtxn, Some("versions"))?;
             let outbox = wdo.create_database::<U64<BigEndian>, Bytes>(wtxn, Some("outbox"))?;
             let meta = wdo.create_database::<Str, U64<BigEndian>>(wtxn, Some("meta"))?;
             Ok(CommitOrAbort::<_, ()>::Commit((
-                objects, tombstones, versions, outbox, meta,
+                objects, tombstones, log, versions, outbox, meta,
             )))
         })?;
-        let CommitOrAbort::Commit((objects, tombstones, versions, outbox, meta)) = dbs else {
+        let CommitOrAbort::Commit((objects, tombstones, tombstone_log, versions, outbox, meta)) =
+            dbs
+        else {
             unreachable!("the closure never aborts");
         };
         let store = Self {
             env,
             objects,
             tombstones,
+            tombstone_log,
+            tombstones_kept: TOMBSTONES_KEPT,
             versions,
             outbox,
             meta,
         };
         store.ensure_store_id()?;
+        store.ensure_tombstone_log()?;
         Ok(store)
     }
 
@@ -295,6 +309,7 @@ impl Store {
             }
         }
         self.meta.put(&mut wtxn, META_MAX_RV, &max_rv)?;
+        self.compact(&mut wtxn)?;
         let seq = self
             .meta
             .get(&wtxn, META_DOWNSTREAM_SEQ)?
@@ -372,6 +387,7 @@ impl Store {
                 self.versions
                     .put(wtxn, &k, &(object.resource_version | DEAD))?;
                 self.tombstones.put(wtxn, &k, &records::to_bytes(&object))?;
+                self.log_tombstone(wtxn, object.resource_version, &k)?;
                 Ok(Some(Change {
                     change: ChangeType::Deleted,
                     object,
@@ -418,7 +434,7 @@ fn uid_of(content: &[u8]) -> String {
 
 /// `kind \0 namespace \0 name`: objects of one kind (and namespace) are
 /// contiguous, so a list is one prefix scan.
-fn encode_key(key: &ObjectKey) -> Vec<u8> {
+pub(crate) fn encode_key(key: &ObjectKey) -> Vec<u8> {
     let mut k = prefix(&key.kind, Some(&key.namespace));
     k.extend_from_slice(key.name.as_bytes());
     k
@@ -444,12 +460,15 @@ fn scan(rtxn: &RoTxn<'_>, db: ObjectDb, p: &[u8]) -> Result<Vec<StoredObject>, S
     Ok(out)
 }
 
-fn decode(key: &[u8], bytes: &[u8]) -> Result<StoredObject, StoreError> {
+pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<StoredObject, StoreError> {
     records::from_bytes::<StoredObject>(bytes).map_err(|e| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).replace('\0', "/"),
         detail: e.to_string(),
     })
 }
 
+mod compaction;
 #[cfg(test)]
 mod tests;
+
+pub use compaction::{TOMBSTONES_KEPT, TooOld};

@@ -297,3 +297,55 @@ fn visits_a_kind_page_by_page_in_key_order() {
     // A start that is not stored itself still starts after its place.
     assert_eq!(names(None, Some(("a", "xx")), 9), ["a/y", "b/x", "c/z"]);
 }
+
+#[test]
+fn old_tombstones_are_dropped_and_a_replay_from_before_them_is_refused() {
+    let (dir, store) = open();
+    let store = store.with_tombstones_kept(2);
+    let mut seq = 0;
+    let mut send = |op: &str, name: &str, rv: u64| {
+        seq += 1;
+        let m = msg(op, &format!("default/pod/{name}"), rv, seq, &pod(name, rv));
+        store.commit([&m], seq, None).unwrap()
+    };
+    for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        send("insert", name, 10 + i as u64);
+    }
+    send("delete", "a", 20);
+    send("delete", "b", 21);
+    assert_eq!(store.compacted_resource_version().unwrap(), 0);
+    assert_eq!(store.check_replayable(5).unwrap(), Ok(()));
+    // A third deletion drops a's tombstone, the oldest.
+    send("delete", "c", 22);
+    assert_eq!(store.compacted_resource_version().unwrap(), 20);
+    let deleted: Vec<String> = store
+        .changes_since("pod", None, 0)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.change == ChangeType::Deleted)
+        .map(|c| c.object.key.name)
+        .collect();
+    assert_eq!(deleted, ["b", "c"]);
+    let too_old = store.check_replayable(19).unwrap().unwrap_err();
+    assert_eq!(too_old.to_string(), "too old resource version: 19 (20)");
+    assert_eq!(store.check_replayable(20).unwrap(), Ok(()));
+    // A stale update of a, whose tombstone is gone, still cannot bring it back.
+    assert_eq!(send("update", "a", 15).stale, 1);
+    // b comes back and is deleted again: its first log entry is dropped
+    // alone, without taking the newer tombstone.
+    send("insert", "b", 30);
+    send("delete", "b", 31);
+    send("delete", "d", 32);
+    let names: Vec<String> = store
+        .changes_since("pod", None, 0)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.object.key.name)
+        .collect();
+    assert_eq!(names, ["b", "d"]);
+    assert_eq!(store.compacted_resource_version().unwrap(), 22);
+    // Survives a reopen.
+    drop(store);
+    let reopened = Store::open(dir.path(), DEFAULT_MAP_SIZE).unwrap();
+    assert_eq!(reopened.compacted_resource_version().unwrap(), 22);
+}
