@@ -22,12 +22,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::StreamExt as _;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::{TcpListener, TcpStream};
 use serde_json::{Value, json};
 
-use crate::store::{Change, ChangeType, Store};
+use crate::store::{Change, Store};
 
 mod access;
 mod exec;
@@ -36,6 +35,7 @@ mod list;
 mod logs;
 mod routes;
 mod selector;
+mod stream;
 mod table;
 mod watch;
 
@@ -43,14 +43,12 @@ pub use access::{Access, AccessError};
 pub use http::{Head, HttpError, Request, parse_head};
 pub use routes::{Resource, Route, route};
 pub use selector::{Selector, SelectorError};
+use stream::{Watch, watch};
 use watch::Selection;
 pub use watch::Watches;
 
 /// Time a connection may take to send a whole request, or stay idle.
 const IDLE: Duration = Duration::from_secs(60);
-
-/// Default watch length when the client names none.
-const DEFAULT_WATCH_SECONDS: u64 = 1800;
 
 /// What the MetaServer's tasks read: the store, the open watches that the
 /// daemon hands every committed change to, Edged's pod statuses, and
@@ -247,117 +245,6 @@ async fn respond<S: AsyncWriteRent>(
     };
     http::write_json(stream, status, body, req.close).await?;
     Ok(false)
-}
-
-/// What a watch asks for.
-struct Watch {
-    resource: Resource,
-    namespace: Option<String>,
-    selector: Selector,
-    /// Each object sent as a one-row Table (`kubectl get -w`).
-    as_table: bool,
-}
-
-async fn watch<S: AsyncWriteRent>(
-    stream: &mut S,
-    req: &Request,
-    shared: &Source,
-    w: Watch,
-) -> std::io::Result<()> {
-    let (r, namespace) = (w.resource, w.namespace.as_deref());
-    let from: u64 = req
-        .param("resourceVersion")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let seconds = req
-        .param("timeoutSeconds")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_WATCH_SECONDS);
-    // A streaming list (client-go's WatchList, kube-rs' streaming_lists):
-    // the current state as ADDED, then a bookmark that marks its end.
-    let initial = req.param("sendInitialEvents") == Some("true");
-    // A resume from before the store's compaction cannot be replayed: the
-    // API server's 410 as a watch event, and the client lists again.
-    if from > 0 && !initial {
-        let replayable = shared
-            .store
-            .check_replayable(from)
-            .map_err(std::io::Error::other)?;
-        if let Err(too_old) = replayable {
-            http::write_stream_head(stream, "application/json").await?;
-            let status = status_json(410, "Expired", &too_old.to_string(), None);
-            let event = format!(
-                r#"{{"type":"ERROR","object":{}}}"#,
-                String::from_utf8_lossy(&status)
-            );
-            http::write_chunk(stream, format!("{event}\n").as_bytes()).await?;
-            return http::write_chunk(stream, b"").await;
-        }
-    }
-    // Subscribe before reading the store: both happen without a yield in
-    // between, so nothing is missed or reordered.
-    let mut live = shared.watches.borrow_mut().subscribe(r.kind, namespace);
-    let listed_rv = shared
-        .store
-        .max_resource_version()
-        .map_err(std::io::Error::other)?;
-    let backlog = if from == 0 || initial {
-        shared.store.list(r.kind, namespace).map(|objs| {
-            objs.into_iter()
-                .map(|object| Change {
-                    change: ChangeType::Added,
-                    object,
-                })
-                .collect()
-        })
-    } else {
-        shared.store.changes_since(r.kind, namespace, from)
-    };
-    let backlog = backlog.map_err(std::io::Error::other)?;
-    http::write_stream_head(stream, "application/json").await?;
-    let mut selection = Selection::new(from != 0 && !initial);
-    let mut sent = from;
-    for c in backlog {
-        sent = sent.max(c.object.resource_version);
-        if let Some(line) = shared.event(&c, &w, &mut selection) {
-            http::write_chunk(stream, &line).await?;
-        }
-    }
-    if initial {
-        sent = sent.max(listed_rv);
-        http::write_chunk(stream, &initial_events_end(r, sent)).await?;
-    }
-    let deadline = monoio::time::sleep(Duration::from_secs(seconds));
-    futures_lite::pin!(deadline);
-    loop {
-        let next = monoio::select! {
-            c = live.next() => c,
-            _ = &mut deadline => None,
-        };
-        let Some((c, status_only)) = next else { break };
-        if !status_only && c.object.resource_version <= sent && c.change != ChangeType::Deleted {
-            continue;
-        }
-        sent = sent.max(c.object.resource_version);
-        if let Some(line) = shared.event(&c, &w, &mut selection) {
-            http::write_chunk(stream, &line).await?;
-        }
-    }
-    http::write_chunk(stream, b"").await
-}
-
-/// The bookmark that ends a streaming list's initial events, at `rv`.
-fn initial_events_end(r: Resource, rv: u64) -> Vec<u8> {
-    let bookmark = json!({"type": "BOOKMARK", "object": {
-        "kind": r.type_name, "apiVersion": r.api_version,
-        "metadata": {
-            "resourceVersion": rv.to_string(),
-            "annotations": {"k8s.io/initial-events-end": "true"},
-        },
-    }});
-    let mut line = bookmark.to_string().into_bytes();
-    line.push(b'\n');
-    line
 }
 
 impl Source {

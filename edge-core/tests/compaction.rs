@@ -99,10 +99,11 @@ fn a_watch_from_before_the_compaction_is_gone() {
             .unwrap()
             .map(|e| match e.unwrap() {
                 WatchEvent::Deleted(p) => p.metadata.name.unwrap(),
+                WatchEvent::Bookmark(b) => format!("bookmark {}", b.metadata.resource_version),
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
             .await;
-        assert_eq!(events, ["b", "c"]);
+        assert_eq!(events, ["b", "c", "bookmark 17"]);
     });
 }

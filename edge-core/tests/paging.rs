@@ -94,11 +94,12 @@ fn lists_come_in_pages_that_a_watch_completes() {
             .map(|e| match e.unwrap() {
                 WatchEvent::Modified(p) => format!("MODIFIED {}", p.metadata.name.unwrap()),
                 WatchEvent::Deleted(p) => format!("DELETED {}", p.metadata.name.unwrap()),
+                WatchEvent::Bookmark(b) => format!("BOOKMARK {}", b.metadata.resource_version),
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
             .await;
-        assert_eq!(events, ["MODIFIED f", "DELETED b"]);
+        assert_eq!(events, ["MODIFIED f", "DELETED b", "BOOKMARK 21"]);
 
         // Pages of a selection hold only what it selects.
         let web = ListParams::default().labels("app=web").limit(2);
