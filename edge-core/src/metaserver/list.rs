@@ -93,6 +93,9 @@ pub(super) fn list(
             more = true;
             return false;
         }
+        if !req.selector.may_match(&o.data) {
+            return true;
+        }
         let v = shared.object(&o, r);
         if req.selector.matches(&v) {
             items.push(v);

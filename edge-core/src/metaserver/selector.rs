@@ -5,6 +5,8 @@
 //! escapes) over the fields the API server supports for each kind; any
 //! other field is refused, as the API server refuses it.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use schema::kinds;
@@ -59,8 +61,39 @@ impl Selector {
     /// Whether `object` (as served, with its status) is selected.
     pub fn matches(&self, object: &Value) -> bool {
         let labels = &object["metadata"]["labels"];
-        let label = |k: &str| labels.get(k).and_then(Value::as_str);
-        let labels_ok = self.labels.iter().all(|r| match r {
+        self.labels_match(|k| labels.get(k).and_then(Value::as_str))
+            && self
+                .fields
+                .iter()
+                .all(|(f, v, equal)| (field_value(object, f) == *v) == *equal)
+    }
+
+    /// Whether a stored object (its JSON) may be selected, from its labels
+    /// alone, read without building the object: a list skips the objects
+    /// that cannot be before serving them. Unreadable JSON may be.
+    pub fn may_match(&self, data: &[u8]) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Object<'a> {
+            #[serde(borrow, default)]
+            metadata: Metadata<'a>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct Metadata<'a> {
+            #[serde(borrow, default)]
+            labels: Option<std::collections::HashMap<Cow<'a, str>, Cow<'a, str>>>,
+        }
+        if self.labels.is_empty() {
+            return true;
+        }
+        let Ok(o) = serde_json::from_slice::<Object<'_>>(data) else {
+            return true;
+        };
+        let labels = o.metadata.labels.unwrap_or_default();
+        self.labels_match(|k| labels.get(k).map(|v| v.as_ref()))
+    }
+
+    fn labels_match<'v>(&self, label: impl Fn(&str) -> Option<&'v str>) -> bool {
+        self.labels.iter().all(|r| match r {
             Label::In(k, vs) => label(k).is_some_and(|v| vs.iter().any(|x| x == v)),
             Label::NotIn(k, vs) => label(k).is_none_or(|v| vs.iter().all(|x| x != v)),
             Label::Exists(k) => label(k).is_some(),
@@ -71,12 +104,7 @@ impl Selector {
             Label::Lt(k, n) => label(k)
                 .and_then(|v| v.parse::<i64>().ok())
                 .is_some_and(|v| v < *n),
-        });
-        labels_ok
-            && self
-                .fields
-                .iter()
-                .all(|(f, v, equal)| (field_value(object, f) == *v) == *equal)
+        })
     }
 }
 
@@ -444,8 +472,11 @@ mod tests {
             "n<6",
             "app in (web), tier notin (back), !missing",
         ];
+        // What a list reads before building an object agrees.
+        let stored = p.to_string().into_bytes();
         for s in yes {
             assert!(sel(s, "").matches(&p), "{s:?} should select");
+            assert!(sel(s, "").may_match(&stored), "{s:?} may select");
         }
         let no = [
             "app=nothing-has-this",
@@ -462,7 +493,15 @@ mod tests {
         ];
         for s in no {
             assert!(!sel(s, "").matches(&p), "{s:?} should not select");
+            assert!(!sel(s, "").may_match(&stored), "{s:?} cannot select");
         }
+        let escaped = br#"{"metadata":{"labels":{"app":"web"}}}"#;
+        assert!(sel("app=web", "").may_match(escaped));
+        assert!(!sel("app", "").may_match(br#"{"metadata":{}}"#));
+        assert!(
+            sel("app", "").may_match(b"not json"),
+            "left to the full match"
+        );
         assert!(sel("app=", "").matches(&pod(json!({"app": ""}), "Running")));
         assert!(!sel("app=", "").matches(&p));
         assert!(sel("example.com/role=x", "").matches(&pod(json!({"example.com/role": "x"}), "")));
