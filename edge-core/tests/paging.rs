@@ -124,6 +124,16 @@ fn lists_come_in_pages_that_a_watch_completes() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("continue key is not valid"), "{body}");
     assert_eq!(http_get(edge.metaserver, "/api/v1/pods?limit=1").0, 200);
+    // A token continues only the list it came from.
+    let (_, page) = http_get(edge.metaserver, "/api/v1/namespaces/default/pods?limit=1");
+    let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+    let token = page["metadata"]["continue"].as_str().unwrap();
+    let (code, body) = http_get(
+        edge.metaserver,
+        &format!("/api/v1/pods?limit=1&continue={token}"),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("it continues another list"), "{body}");
 }
 
 #[test]

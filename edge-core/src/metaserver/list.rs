@@ -34,6 +34,8 @@ pub(super) enum ListError {
 /// Where a list resumes: the first page's version, after this key.
 #[derive(Debug, PartialEq, Eq)]
 struct Continue {
+    /// The list it continues: kind and namespace (empty for all).
+    scope: String,
     rv: u64,
     namespace: String,
     name: String,
@@ -42,7 +44,8 @@ struct Continue {
 impl Continue {
     fn encode(&self) -> String {
         let start = format!("{}\u{0}{}", self.namespace, self.name);
-        let doc = json!({"v": "meta.k8s.io/v1", "rv": self.rv, "start": start});
+        let doc =
+            json!({"v": "meta.k8s.io/v1", "scope": self.scope, "rv": self.rv, "start": start});
         URL_SAFE_NO_PAD.encode(doc.to_string())
     }
 
@@ -62,7 +65,11 @@ impl Continue {
             .as_str()
             .and_then(|s| s.split_once('\u{0}'))
             .ok_or(ListError::Continue("no start key"))?;
+        let scope = doc["scope"]
+            .as_str()
+            .ok_or(ListError::Continue("no scope"))?;
         Ok(Self {
+            scope: scope.to_owned(),
             rv,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -77,7 +84,11 @@ pub(super) fn list(
     namespace: Option<&str>,
     req: &ListRequest<'_>,
 ) -> Result<Vec<u8>, ListError> {
+    let scope = format!("{}/{}", r.kind, namespace.unwrap_or(""));
     let from = req.from.map(Continue::decode).transpose()?;
+    if from.as_ref().is_some_and(|c| c.scope != scope) {
+        return Err(ListError::Continue("it continues another list"));
+    }
     // Read the version first: a change committed in between is then seen
     // again by a watch from this version, never missed.
     let rv = match &from {
@@ -105,6 +116,7 @@ pub(super) fn list(
     })?;
     let token = last.filter(|_| more).map(|k| {
         let c = Continue {
+            scope,
             rv,
             namespace: k.namespace,
             name: k.name,
@@ -134,6 +146,7 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip_and_garbage_is_refused() {
         let c = Continue {
+            scope: "pod/default".to_owned(),
             rv: 42,
             namespace: "default".to_owned(),
             name: "web-1".to_owned(),
