@@ -63,19 +63,10 @@ pub(crate) struct Body {
 
 impl Body {
     fn fill(&mut self, m: &MessageRef<'_>) {
-        let (h, r) = (&m.header, &m.route);
-        let strings = [
-            h.id,
-            h.parent_id,
-            h.message_type,
-            r.source,
-            r.destination,
-            r.group,
-            r.operation,
-            r.resource,
-        ];
+        let h = &m.header;
         self.text.clear();
-        for (end, s) in self.ends.iter_mut().zip(strings) {
+        // `as_ref` reads them back in `MessageRef::strings`' order.
+        for (end, s) in self.ends.iter_mut().zip(m.strings()) {
             self.text.push_str(s);
             // Messages are refused far below 4 GiB (the frame limit).
             *end = self.text.len() as u32;

@@ -89,7 +89,24 @@ impl Message {
     }
 }
 
-impl MessageRef<'_> {
+impl<'a> MessageRef<'a> {
+    /// The message's strings in a fixed order: header id, parent id,
+    /// message type, then route source, destination, group, operation,
+    /// resource.
+    pub fn strings(&self) -> [&'a str; 8] {
+        let (h, r) = (&self.header, &self.route);
+        [
+            h.id,
+            h.parent_id,
+            h.message_type,
+            r.source,
+            r.destination,
+            r.group,
+            r.operation,
+            r.resource,
+        ]
+    }
+
     /// Copies every field into an owned [`Message`].
     pub fn to_owned(&self) -> Message {
         let h = &self.header;
@@ -119,21 +136,6 @@ impl MessageRef<'_> {
     /// Bytes of variable-length data the message carries; the frame encoder
     /// adds a fixed overhead per message on top of this.
     pub fn payload_len(&self) -> usize {
-        let h = &self.header;
-        let r = &self.route;
-        [
-            h.id,
-            h.parent_id,
-            h.message_type,
-            r.source,
-            r.destination,
-            r.group,
-            r.operation,
-            r.resource,
-        ]
-        .iter()
-        .map(|s| s.len())
-        .sum::<usize>()
-            + self.content.len()
+        self.strings().iter().map(|s| s.len()).sum::<usize>() + self.content.len()
     }
 }
