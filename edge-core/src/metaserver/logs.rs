@@ -198,6 +198,7 @@ async fn copy<S: AsyncWriteRent>(
     };
     let mut render = LogRender::new(file.options.clone());
     let mut buf = vec![0u8; CHUNK];
+    let mut draining = false;
     loop {
         let (r, b) = f.read_at(buf, at).await;
         buf = b;
@@ -214,17 +215,15 @@ async fn copy<S: AsyncWriteRent>(
             }
             continue;
         }
-        // At the end: wait for more only while the container still runs
-        // (a last read after it stopped takes what it wrote on its way out).
-        if !file.follow || !running() {
-            let (r, b) = f.read_at(buf, at).await;
-            let n = r?;
-            let mut out = Vec::new();
-            render.handle_bytes(&b[..n], &mut out);
-            if !out.is_empty() {
-                http::write_chunk(stream, &out).await?;
-            }
+        // At the end: a log not followed is done; a followed one waits for
+        // more while its container runs, and once it has stopped is read
+        // to its end once more (what it wrote on its way out).
+        if !file.follow || draining {
             return Ok(());
+        }
+        if !running() {
+            draining = true;
+            continue;
         }
         monoio::time::sleep(FOLLOW_POLL).await;
     }
